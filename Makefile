@@ -1,0 +1,44 @@
+# rmm-sensor: `make demo` analyzes a bundled sample, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_TOOLS := tshark tcpdump tcpreplay iproute2
+TEST_COMMANDS := tshark tcpdump tcpreplay ip
+
+.PHONY: demo test lint typecheck system-deps bench fuzz clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	@# exit status 1 means "unsanctioned session found": that is the demo's point, not a failure
+	$(BIN)/rmm-sensor analyze pcaps/demo-mixed.pcap || [ $$? -eq 1 ]
+
+# Debian tools the tests drive (tshark is the independent oracle). Needs root, as CI has.
+system-deps:
+	@missing=0; for c in $(TEST_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	if [ $$missing -eq 1 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_TOOLS); \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check sensor tests bench pcaps
+	$(BIN)/ruff format --check sensor tests bench pcaps
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	@command -v ndpiReader >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libndpi-bin tshark)
+	$(BIN)/python bench/make_capture.py
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,129 @@
+"""Wires the stages behind the engine in a fixed, visible order.
+
+  engine (decode, flows, parsers) -> flow record
+    -> sinks.flow                      (every flow, when --flows)
+    -> detector.detect                 (signatures -> evidence)
+    -> sessions.add                    (evidence of one or more flows -> one session)
+    -> policy.judge                    (sanctioned or not)
+    -> sinks.session / metrics
+
+DNS answers reach the detector as soon as they are parsed, before the flows they name end, so
+relays reached without SNI can be attributed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from sensor.capture.files import Frame
+from sensor.flows.table import NS, Flow, FlowSettings
+from sensor.metrics import EngineSnapshot, Metrics, protocol_label
+from sensor.model import FlowRecord, Session
+from sensor.pipeline import Engine
+from sensor.protocols.dns import DnsMessage
+
+
+class Sink(Protocol):
+    def flow(self, record: FlowRecord) -> None: ...
+    def session(self, session: Session) -> None: ...
+    def close(self) -> None: ...
+
+
+class Detector(Protocol):
+    def dns_answer(self, ts_ns: int, client: bytes, message: DnsMessage) -> None: ...
+    def detect(self, record: FlowRecord) -> Session | None: ...
+
+
+class SessionStage(Protocol):
+    def add(self, session: Session) -> list[Session]: ...
+    def expire(self, now_ns: int) -> list[Session]: ...
+    def flush(self) -> list[Session]: ...
+
+
+class Policy(Protocol):
+    def judge(self, session: Session) -> Session: ...
+
+
+class Analysis:
+    """One engine and the stages after it."""
+
+    def __init__(
+        self,
+        flow_settings: FlowSettings,
+        detector: Detector,
+        sessions: SessionStage,
+        policy: Policy,
+        sinks: Sequence[Sink],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.engine = Engine(flow_settings, self._on_flow, self._on_dns)
+        self.detector = detector
+        self.sessions = sessions
+        self.policy = policy
+        self.sinks = sinks
+        self.metrics = metrics
+        self.session_counts: dict[str, int] = {}
+        self._next_session_check = 0
+
+    def run(self, frames: Iterable[Frame]) -> None:
+        self.engine.run(frames)
+
+    def finish(self) -> None:
+        """End all flows and sessions and close the sinks."""
+        self.engine.flush()
+        for session in self.sessions.flush():
+            self._emit(session)
+        for sink in self.sinks:
+            sink.close()
+
+    def snapshot(self) -> EngineSnapshot:
+        e = self.engine
+        t = e.table
+        return EngineSnapshot(
+            packets=e.stats.packets,
+            bytes=e.stats.bytes,
+            non_ip=e.stats.non_ip,
+            decode_errors=tuple(e.stats.decode_errors.items()),
+            other_protocols=_by_label(e.stats.other_protocols),
+            parse_errors=tuple(e.inspector.parse_errors.items()),
+            flows_created=t.created,
+            flows_active=t.active,
+            flows_ended=tuple(t.ended_by.items()),
+            last_packet_ns=e.stats.last_packet_ns,
+        )
+
+    def _on_dns(self, ts: int, flow: Flow, message: DnsMessage) -> None:
+        half = (len(flow.key) - 4) >> 1
+        self.detector.dns_answer(ts, flow.key[:half], message)
+
+    def _on_flow(self, record: FlowRecord) -> None:
+        for sink in self.sinks:
+            sink.flow(record)
+        session = self.detector.detect(record)
+        if session is not None:
+            for forced in self.sessions.add(session):
+                self._emit(forced)
+        if record.end_ns >= self._next_session_check:
+            self._next_session_check = record.end_ns + NS
+            for done in self.sessions.expire(record.end_ns):
+                self._emit(done)
+
+    def _emit(self, session: Session) -> None:
+        session = self.policy.judge(session)
+        self.session_counts[session.verdict] = self.session_counts.get(session.verdict, 0) + 1
+        if self.metrics is not None:
+            m = self.metrics
+            m.sessions.labels(session.tool, session.channel, session.verdict).inc()
+            m.session_bytes.labels(session.tool, "toserver").inc(session.bytes_toserver)
+            m.session_bytes.labels(session.tool, "toclient").inc(session.bytes_toclient)
+        for sink in self.sinks:
+            sink.session(session)
+
+
+def _by_label(counts: dict[int, int]) -> tuple[tuple[str, int], ...]:
+    out: dict[str, int] = {}
+    for proto, n in counts.items():
+        label = protocol_label(proto)
+        out[label] = out.get(label, 0) + n
+    return tuple(out.items())

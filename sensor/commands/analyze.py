@@ -1,0 +1,121 @@
+"""`rmm-sensor analyze`: offline analysis of capture files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO
+
+from prometheus_client import CollectorRegistry, write_to_textfile
+
+from sensor.analysis import Analysis, Sink
+from sensor.capture.files import CaptureError, Frame, read_frames
+from sensor.fingerprints import ENRICHERS
+from sensor.fingerprints.detector import Detector
+from sensor.flows.table import FlowSettings
+from sensor.metrics import EngineCollector, Metrics
+from sensor.output.sinks import JsonLinesSink, TableSink
+from sensor.policy.verdicts import Policy
+from sensor.sessions import SessionBuilder
+from sensor.signatures.loader import load_index
+from sensor.signatures.schema import CHANNELS
+from sensor.yamlsource import SourceError
+
+EXIT_CLEAN, EXIT_UNSANCTIONED, EXIT_ERROR = 0, 1, 2
+PROGRESS_EVERY = 1 << 16
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "analyze",
+        help="analyze capture files (pcap, pcapng, gzip; - for stdin)",
+        description="Report every remote-access session in the captures. Exit status: 0 none "
+        "unsanctioned, 1 an unsanctioned session was found, 2 usage or input error.",
+    )
+    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture file, or - for stdin")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table (default) or JSON lines in Suricata EVE style")  # fmt: skip
+    p.add_argument("--flows", action="store_true", help="also report every flow")
+    p.add_argument(
+        "--metrics-out",
+        metavar="FILE",
+        help="write Prometheus text format here (node-exporter textfile collector)",
+    )
+    p.add_argument("--signatures", metavar="DIR", help="signature directory")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        index = load_index(args.signatures)
+    except SourceError as exc:
+        return _fail(str(exc))
+    out: TextIO = sys.stdout
+    sink: Sink = (JsonLinesSink if args.format == "json" else TableSink)(out, args.flows)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.start_series(index.tools, CHANNELS)
+    for tool in index.tools:
+        metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
+    analysis = Analysis(
+        FlowSettings(),
+        Detector(index, ENRICHERS),
+        SessionBuilder(),
+        Policy(),
+        [sink],
+        metrics,
+    )
+    registry.register(EngineCollector(lambda: [analysis.snapshot()]))
+    errors = []
+    for path in args.captures:
+        try:
+            analysis.run(_progress(read_frames(path), path))
+        except CaptureError as exc:
+            errors.append(str(exc))
+    analysis.finish()
+    if args.metrics_out:
+        try:
+            write_to_textfile(args.metrics_out, registry)
+        except OSError as exc:
+            errors.append(f"{args.metrics_out}: {exc.strerror or exc}")
+    for message in errors:
+        print(f"rmm-sensor: error: {message}", file=sys.stderr)
+    if errors:
+        return EXIT_ERROR
+    return EXIT_UNSANCTIONED if analysis.session_counts.get("unsanctioned") else EXIT_CLEAN
+
+
+def _fail(message: str) -> int:
+    print(f"rmm-sensor: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _progress(frames: Iterable[Frame], path: str) -> Iterable[Frame]:
+    """Packets read and percent of the file on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty() or path == "-":
+        return frames
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return frames
+    return _with_progress(frames, path, size)
+
+
+def _with_progress(frames: Iterable[Frame], path: str, size: int) -> Iterator[Frame]:
+    n = 0
+    pos = 24
+    try:
+        for frame in frames:
+            n += 1
+            pos += 16 + len(frame[2])
+            if not n % PROGRESS_EVERY:
+                pct = min(100, 100 * pos // max(size, 1))
+                sys.stderr.write(f"\r{os.path.basename(path)}: {n:,} packets {pct:3d}%")
+                sys.stderr.flush()
+            yield frame
+    finally:
+        if n >= PROGRESS_EVERY:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()

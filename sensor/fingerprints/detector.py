@@ -1,0 +1,143 @@
+"""Fingerprint stage: a flow record in, a candidate session (tool, channel, evidence) out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from sensor.fingerprints.attribution import AttributionCache
+from sensor.model import Evidence, FlowRecord, Session
+from sensor.protocols.dns import DnsMessage
+from sensor.signatures.index import Decoded, Match, SignatureIndex
+from sensor.signatures.schema import CONFIDENCE_RANK, Signature
+
+A, AAAA, CNAME = 1, 28, 5
+PORT_ONLY_FIELDS = frozenset(("dest_port", "proto", "first_speaker", "first_size.client",
+                              "first_size.server"))  # fmt: skip
+
+
+class Detector:
+    def __init__(
+        self,
+        index: SignatureIndex,
+        enrichers: Mapping[str, Callable[[FlowRecord], Decoded]],
+        cache: AttributionCache | None = None,
+    ) -> None:
+        self.index = index
+        self.enrichers = enrichers
+        self.cache = cache if cache is not None else AttributionCache()
+        self._attributing = [s for s in index.signatures if s.attribute]
+
+    def dns_answer(self, ts_ns: int, client: bytes, message: DnsMessage) -> None:
+        """Remember the addresses answered for names that an attributing signature matches."""
+        if not self._attributing or not message.answers:
+            return
+        for question in message.questions:
+            sig = self._attribution_signature(question.name.lower().rstrip("."))
+            if sig is None or sig.attribute is None:
+                continue
+            for answer in message.answers:
+                if answer.rrtype in (A, AAAA) and answer.data:
+                    self.cache.remember(
+                        answer.data, question.name, answer.ttl, ts_ns, signature=sig.id,
+                        tool=sig.tool, channel=sig.attribute, confidence="medium",
+                    )  # fmt: skip
+
+    def _attribution_signature(self, name: str) -> Signature | None:
+        for sig in self._attributing:
+            for cond in sig.conditions:
+                if cond.field == "dns.query" and self.index.check(cond, (name,)) is not None:
+                    return sig
+        return None
+
+    def detect(self, record: FlowRecord) -> Session | None:
+        matches = self.index.match(record)
+        evidence: list[tuple[Evidence, str, str, int]] = []  # evidence, tool, channel, specificity
+        decoded: list[Decoded] = []
+        for m in matches:
+            evidence.append((_evidence(m), m.signature.tool, m.signature.channel,
+                             len(m.signature.conditions)))  # fmt: skip
+            if m.decoded is not None:
+                decoded.append(m.decoded)
+        if record.app_proto != "dns":
+            hit = self.cache.lookup(record.dest_ip, record.start_ns)
+            if hit is not None and _sni_allows(record, hit.tool, matches):
+                ev = Evidence(hit.signature, "dns-attribution", hit.name, hit.confidence)
+                evidence.append((ev, hit.tool, hit.channel, 0))
+        if not evidence:
+            return None
+        tool = _best_tool(evidence)
+        mine = [e for e in evidence if e[1] == tool]
+        mine.sort(key=lambda e: (-CONFIDENCE_RANK[e[0].confidence], -e[3]))
+        channel = mine[0][2]
+        confidence = mine[0][0].confidence
+        if all(_port_only(self.index, e[0].signature) for e in mine):
+            confidence = "low"
+        attrs: dict[str, str] = {}
+        instance = None
+        enrich = self.enrichers.get(tool)
+        for d in [*decoded, enrich(record)] if enrich else decoded:
+            for k, v in d.attributes:
+                attrs.setdefault(k, v)
+            instance = instance or d.instance
+        server_name = _server_name(record) or next(
+            (e[0].value for e in mine if e[0].field == "dns-attribution"), None
+        )
+        return Session(
+            session_id=0,
+            tool=tool,
+            channel=channel,
+            proto=record.proto,
+            src_ip=record.src_ip,
+            src_port=record.src_port,
+            dest_ip=record.dest_ip,
+            dest_port=record.dest_port,
+            community_id=record.community_id,
+            start_ns=record.start_ns,
+            end_ns=record.end_ns,
+            bytes_toserver=record.bytes_toserver,
+            bytes_toclient=record.bytes_toclient,
+            pkts_toserver=record.pkts_toserver,
+            pkts_toclient=record.pkts_toclient,
+            server_name=server_name,
+            instance=instance or (server_name.lower() if server_name else None),
+            confidence=confidence,
+            evidence=tuple(dict.fromkeys(e[0] for e in mine)),
+            attributes=tuple(attrs.items()),
+            flow_ids=(record.flow_id,),
+        )
+
+
+def _evidence(m: Match) -> Evidence:
+    return Evidence(m.signature.id, m.field, m.value, m.signature.confidence)
+
+
+def _best_tool(evidence: list[tuple[Evidence, str, str, int]]) -> str:
+    score: dict[str, tuple[int, int]] = {}
+    for ev, tool, _, _ in evidence:
+        best, count = score.get(tool, (-1, 0))
+        score[tool] = (max(best, CONFIDENCE_RANK[ev.confidence]), count + 1)
+    return max(score, key=lambda t: score[t])
+
+
+def _port_only(index: SignatureIndex, sig_id: str) -> bool:
+    sig = index.by_id.get(sig_id)
+    return sig is not None and all(c.field in PORT_ONLY_FIELDS for c in sig.conditions)
+
+
+def _sni_allows(record: FlowRecord, tool: str, matches: list[Match]) -> bool:
+    """A flow that names another host in its SNI is not the relay the DNS answer named."""
+    if record.tls is None or not record.tls.server_name:
+        return True
+    return any(m.signature.tool == tool for m in matches)
+
+
+def _server_name(r: FlowRecord) -> str | None:
+    if r.tls is not None and r.tls.server_name:
+        return r.tls.server_name
+    if r.http is not None:
+        for q in r.http.requests:
+            if q.host:
+                return q.host
+    if r.dns is not None and r.dns.queries:
+        return r.dns.queries[0].name
+    return None

@@ -1,0 +1,234 @@
+"""Bounded bidirectional flow table with idle, close and age timeouts.
+
+Each flow has two :class:`Direction` objects, and the table maps *both* directional keys to
+them, so the per-packet work is one dict lookup that also tells the packet's direction. Timeouts
+use a lazy heap: a flow is pushed with the earliest time it could expire, and when that entry
+comes due the flow is either ended or pushed again with its new deadline. Nothing is scanned per
+packet, and each flow has at most two heap entries.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sensor.decode.inet import PROTO_TCP
+
+NS = 1_000_000_000
+
+TCP_SYN = 0x02
+TCP_ACK = 0x10
+TCP_FIN = 0x01
+TCP_RST = 0x04
+
+# Ports that identify the server side when the handshake was not captured.
+SERVICE_PORTS = frozenset(
+    (
+        21, 22, 23, 25, 53, 80, 88, 110, 123, 135, 137, 138, 139, 143, 161, 389, 443, 445,
+        465, 587, 636, 853, 993, 995, 1194, 1433, 1494, 1900, 3306, 3389, 4000, 4899, 5353,
+        5355, 5432, 5500, 5900, 5901, 5938, 6568, 6783, 6784, 7070, 8040, 8041, 8080, 8443,
+        21115, 21116, 21117, 21118, 21119, 50001, 50002, 50003,
+    )
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSettings:
+    max_flows: int = 262_144
+    tcp_idle_s: int = 600
+    tcp_closed_s: int = 10
+    udp_idle_s: int = 120
+    max_age_s: int = 3600
+    stream_bytes: int = 8192  # in-order bytes kept per direction for the protocol parsers
+    head_bytes: int = 512  # first payload bytes kept per direction for signatures
+
+
+class Direction:
+    """One direction of a flow: counters plus the in-order byte buffer while inspecting."""
+
+    __slots__ = (
+        "buf",
+        "bytes",
+        "flags",
+        "flow",
+        "gap",
+        "inspect",
+        "is_client",
+        "last",
+        "next_seq",
+        "pending",
+        "pkts",
+    )
+
+    def __init__(self, flow: Flow, is_client: bool, ts: int) -> None:
+        self.flow = flow
+        self.is_client = is_client
+        self.pkts = 0
+        self.bytes = 0
+        self.flags = 0
+        self.last = ts
+        self.inspect = True
+        self.buf: bytearray | None = bytearray()
+        self.next_seq = -1  # unknown until a SYN or the first data segment
+        self.pending: dict[int, bytes] | None = None
+        self.gap = False
+
+
+class Flow:
+    """Mutable per-flow state. ``key`` is oriented client -> server."""
+
+    __slots__ = (
+        "app",
+        "c2s",
+        "closed",
+        "dns",
+        "ended",
+        "first",
+        "first_sizes",
+        "first_speaker",
+        "heads",
+        "http_requests",
+        "http_response",
+        "id",
+        "key",
+        "proto",
+        "s2c",
+        "syn_seen",
+        "tls",
+    )
+
+    def __init__(self, flow_id: int, proto: int, key: bytes, ts: int) -> None:
+        self.id = flow_id
+        self.proto = proto
+        self.key = key
+        self.first = ts
+        self.c2s = Direction(self, True, ts)
+        self.s2c = Direction(self, False, ts)
+        self.closed = False
+        self.ended = False
+        self.syn_seen = False
+        self.app = ""
+        self.first_speaker = ""
+        # Filled by the protocol stage; kept as loose slots to stay cheap for flows never inspected.
+        self.heads: list[bytes] = [b"", b""]
+        self.first_sizes = [0, 0]
+        self.tls: list[object | None] = [None, None]
+        self.http_requests: tuple[object, ...] = ()
+        self.http_response: object | None = None
+        self.dns: list[object] = []
+
+    @property
+    def last(self) -> int:
+        return max(self.c2s.last, self.s2c.last)
+
+
+def reverse_key(key: bytes) -> bytes:
+    """The key of the opposite direction (addresses and ports swapped)."""
+    half = (len(key) - 4) >> 1
+    return key[half : 2 * half] + key[:half] + key[-2:] + key[-4:-2]
+
+
+def key_ports(key: bytes) -> tuple[int, int]:
+    return int.from_bytes(key[-4:-2], "big"), int.from_bytes(key[-2:], "big")
+
+
+def sender_is_client(proto: int, key: bytes, tcp_flags: int) -> bool:
+    """Decide the orientation of a new flow from its first packet."""
+    if proto == PROTO_TCP and tcp_flags & TCP_SYN:
+        return not tcp_flags & TCP_ACK
+    sport, dport = key_ports(key)
+    if (dport in SERVICE_PORTS) != (sport in SERVICE_PORTS):
+        return dport in SERVICE_PORTS
+    if (dport < 1024) != (sport < 1024):
+        return dport < 1024
+    if proto == PROTO_TCP and sport != dport:
+        return dport < sport  # mid-stream TCP: the lower port is more likely the service
+    return True  # UDP: whoever sent first asked first
+
+
+class FlowTable:
+    """Flows keyed by directional key, bounded in number, ended through ``on_end``."""
+
+    def __init__(self, settings: FlowSettings, on_end: Callable[[Flow, str], None]) -> None:
+        self.settings = settings
+        self.on_end = on_end
+        self.tcp: dict[bytes, Direction] = {}
+        self.udp: dict[bytes, Direction] = {}
+        self.active = 0
+        self.created = 0
+        self.ended_by: dict[str, int] = {}
+        self._heap: list[tuple[int, int, Flow]] = []
+        self._seq = itertools.count()
+        self._ids = itertools.count(1)
+
+    def create(self, proto: int, key: bytes, ts: int, tcp_flags: int) -> Direction:
+        """Start a flow for a packet whose key is in neither direction of the table."""
+        if self.active >= self.settings.max_flows:
+            self._evict_one()
+        rev = reverse_key(key)
+        client = sender_is_client(proto, key, tcp_flags)
+        flow = Flow(next(self._ids), proto, key if client else rev, ts)
+        table = self.tcp if proto == PROTO_TCP else self.udp
+        table[flow.key] = flow.c2s
+        table[reverse_key(flow.key)] = flow.s2c
+        self.active += 1
+        self.created += 1
+        heapq.heappush(self._heap, (ts + self._idle(proto) * NS, next(self._seq), flow))
+        return flow.c2s if client else flow.s2c
+
+    def close_soon(self, flow: Flow, ts: int) -> None:
+        """FIN or RST seen: let the flow go after a short quiet period."""
+        if not flow.closed:
+            flow.closed = True
+            entry = (ts + self.settings.tcp_closed_s * NS, next(self._seq), flow)
+            heapq.heappush(self._heap, entry)
+
+    def end(self, flow: Flow, reason: str) -> None:
+        if flow.ended:
+            return
+        flow.ended = True
+        table = self.tcp if flow.proto == PROTO_TCP else self.udp
+        table.pop(flow.key, None)
+        table.pop(reverse_key(flow.key), None)
+        self.active -= 1
+        self.ended_by[reason] = self.ended_by.get(reason, 0) + 1
+        self.on_end(flow, reason)
+
+    def expire(self, now: int) -> None:
+        """End every flow whose idle, close or age deadline has passed at packet time ``now``."""
+        heap = self._heap
+        settings = self.settings
+        while heap and heap[0][0] <= now:
+            _, _, flow = heapq.heappop(heap)
+            if flow.ended:
+                continue
+            idle = settings.tcp_closed_s if flow.closed else self._idle(flow.proto)
+            idle_at = flow.last + idle * NS
+            age_at = flow.first + settings.max_age_s * NS
+            if idle_at <= now:
+                self.end(flow, "closed" if flow.closed else "timeout")
+            elif age_at <= now:
+                self.end(flow, "max_age")
+            else:
+                heapq.heappush(heap, (min(idle_at, age_at), next(self._seq), flow))
+
+    def flush(self, reason: str = "end") -> None:
+        """End every flow, oldest first (end of capture, shutdown)."""
+        flows = {id(d.flow): d.flow for d in (*self.tcp.values(), *self.udp.values())}
+        for flow in sorted(flows.values(), key=lambda f: (f.first, f.id)):
+            self.end(flow, reason)
+        self._heap.clear()
+
+    def _evict_one(self) -> None:
+        heap = self._heap
+        while heap:
+            _, _, flow = heapq.heappop(heap)
+            if not flow.ended:
+                self.end(flow, "evicted")
+                return
+
+    def _idle(self, proto: int) -> int:
+        s = self.settings
+        return s.tcp_idle_s if proto == PROTO_TCP else s.udp_idle_s

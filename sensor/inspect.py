@@ -1,0 +1,165 @@
+"""Protocol stage: run the sans-IO parsers over a flow's first bytes.
+
+Called only while a direction is still being inspected; once a direction has told us what it is
+(a finished TLS handshake, an HTTP head, a full buffer), inspection stops and the packets of that
+direction are only counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sensor.flows.table import Direction, Flow, FlowSettings, key_ports
+from sensor.protocols import dns, http, tls
+from sensor.protocols.errors import ParseError
+
+DNS_PORTS = frozenset((53, 5353, 5355))
+MAX_DNS_MESSAGES = 32
+MAX_UDP_INSPECTED = 4  # datagrams per direction kept for non-DNS UDP
+
+DnsHook = Callable[[int, Flow, dns.DnsMessage], None]
+
+
+class Inspector:
+    """Decides each flow's application protocol and keeps what its parsers found."""
+
+    def __init__(self, settings: FlowSettings, on_dns: DnsHook | None = None) -> None:
+        self.settings = settings
+        self.on_dns = on_dns
+        self.parse_errors: dict[str, int] = {}
+
+    # --- TCP ---------------------------------------------------------------------------------
+
+    def tcp_data(self, flow: Flow, d: Direction) -> None:
+        """New in-order bytes arrived in ``d`` (its buffer grew)."""
+        buf = d.buf
+        if buf is None:
+            return
+        side = 0 if d.is_client else 1
+        if not flow.first_speaker:
+            flow.first_speaker = "client" if d.is_client else "server"
+        if not flow.first_sizes[side]:
+            flow.first_sizes[side] = len(buf)
+        head_limit = self.settings.head_bytes
+        if len(flow.heads[side]) < head_limit:
+            flow.heads[side] = bytes(buf[:head_limit])
+        if not flow.app:
+            flow.app = self._classify_tcp(flow, d, buf)
+        app = flow.app
+        full = len(buf) >= self.settings.stream_bytes
+        if app == "tls":
+            self._tls(flow, d, side, bytes(buf), full)
+        elif app == "http":
+            self._http(flow, d, bytes(buf), full)
+        elif app == "dns":
+            self._dns_tcp(flow, d, bytes(buf), full)
+        elif len(buf) >= head_limit:
+            self.stop(d)
+
+    def _classify_tcp(self, flow: Flow, d: Direction, buf: bytearray) -> str:
+        head = bytes(buf[:8])
+        if tls.looks_like_tls(head):
+            return "tls"
+        if d.is_client and http.looks_like_http_request(head):
+            return "http"
+        if not d.is_client and http.looks_like_http_response(head):
+            return "http"
+        _, dport = key_ports(flow.key)
+        if dport in DNS_PORTS:
+            return "dns"
+        return "unknown"
+
+    def _tls(self, flow: Flow, d: Direction, side: int, data: bytes, full: bool) -> None:
+        try:
+            stream = tls.parse_tls_stream(data)
+        except ParseError:
+            self._parse_error("tls")
+            self.stop(d)
+            return
+        if stream is not None:
+            flow.tls[side] = stream
+            if stream.done:
+                self.stop(d)
+                return
+        if full:
+            self.stop(d)
+
+    def _http(self, flow: Flow, d: Direction, data: bytes, full: bool) -> None:
+        if d.is_client:
+            requests = http.parse_http_requests(data, max_head=self.settings.stream_bytes)
+            if requests:
+                flow.http_requests = requests
+            elif not http.looks_like_http_request(data[:8]):
+                self._parse_error("http")
+                self.stop(d)
+                return
+            if full:
+                self.stop(d)
+            return
+        try:
+            response = http.parse_http_response(data, max_head=self.settings.stream_bytes)
+        except ParseError:
+            self._parse_error("http")
+            self.stop(d)
+            return
+        if response is not None:
+            flow.http_response = response
+            self.stop(d)
+        elif full:
+            self.stop(d)
+
+    def _dns_tcp(self, flow: Flow, d: Direction, data: bytes, full: bool) -> None:
+        try:
+            messages = dns.parse_dns_tcp(data)
+        except ParseError:
+            self._parse_error("dns")
+            self.stop(d)
+            return
+        if messages is not None:
+            for msg in messages:
+                self._keep_dns(d.last, flow, msg)
+            self.stop(d)
+        elif full:
+            self.stop(d)
+
+    # --- UDP ---------------------------------------------------------------------------------
+
+    def udp_data(self, flow: Flow, d: Direction, payload: bytes, ts: int) -> None:
+        side = 0 if d.is_client else 1
+        if not flow.first_speaker and payload:
+            flow.first_speaker = "client" if d.is_client else "server"
+        if not flow.heads[side] and payload:
+            flow.heads[side] = payload[: self.settings.head_bytes]
+            flow.first_sizes[side] = len(payload)
+        if not flow.app:
+            sport, dport = key_ports(flow.key)
+            flow.app = "dns" if dport in DNS_PORTS or sport in DNS_PORTS else "unknown"
+        if flow.app == "dns":
+            try:
+                msg = dns.parse_dns(payload)
+            except ParseError:
+                self._parse_error("dns")
+            else:
+                self._keep_dns(ts, flow, msg)
+            if len(flow.dns) >= MAX_DNS_MESSAGES:
+                self.stop(flow.c2s)
+                self.stop(flow.s2c)
+        elif d.pkts >= MAX_UDP_INSPECTED:
+            self.stop(d)
+
+    def _keep_dns(self, ts: int, flow: Flow, msg: dns.DnsMessage) -> None:
+        if len(flow.dns) < MAX_DNS_MESSAGES:
+            flow.dns.append(msg)
+        if msg.is_response and self.on_dns is not None:
+            self.on_dns(ts, flow, msg)
+
+    # --- common ------------------------------------------------------------------------------
+
+    def stop(self, d: Direction) -> None:
+        """Stop inspecting a direction and free its buffer."""
+        d.inspect = False
+        d.buf = None
+        d.pending = None
+
+    def _parse_error(self, proto: str) -> None:
+        self.parse_errors[proto] = self.parse_errors.get(proto, 0) + 1

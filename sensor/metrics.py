@@ -1,0 +1,147 @@
+"""Prometheus metrics. The registry is passed in; nothing touches the global one.
+
+Hot-path counters live as plain integers in :class:`sensor.pipeline.Stats` and are read at scrape
+time by :class:`EngineCollector`; only per-session and per-alert events use library counters.
+Every label value comes from a fixed set in code or from the signature files (tools, channels),
+never from the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sensor import __version__
+
+NS = 1_000_000_000
+VERDICTS = ("sanctioned", "unsanctioned")
+IP_PROTOCOL_NAMES = {1: "icmp", 2: "igmp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSnapshot:
+    """What one engine's counters read at one moment; summed across worker processes."""
+
+    packets: int
+    bytes: int
+    non_ip: int
+    decode_errors: tuple[tuple[str, int], ...]
+    other_protocols: tuple[tuple[str, int], ...]
+    parse_errors: tuple[tuple[str, int], ...]
+    flows_created: int
+    flows_active: int
+    flows_ended: tuple[tuple[str, int], ...]
+    last_packet_ns: int
+
+
+class EngineCollector(Collector):
+    """Reads engine counters at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], Iterable[EngineSnapshot]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snaps = list(self._snapshot())
+        yield _counter("rmm_sensor_packets", "Packets read.", sum(s.packets for s in snaps))
+        yield _counter("rmm_sensor_bytes", "Bytes of packets read (wire length).",
+                       sum(s.bytes for s in snaps))  # fmt: skip
+        yield _counter("rmm_sensor_non_ip_packets", "Packets that carried neither IPv4 nor IPv6.",
+                       sum(s.non_ip for s in snaps))  # fmt: skip
+        yield _labelled_counter(
+            "rmm_sensor_decode_errors", "Packets skipped because they could not be decoded.",
+            "reason", snaps, lambda s: s.decode_errors,
+        )  # fmt: skip
+        yield _labelled_counter(
+            "rmm_sensor_other_protocol_packets", "IP packets that were neither TCP nor UDP.",
+            "protocol", snaps, lambda s: s.other_protocols,
+        )  # fmt: skip
+        yield _labelled_counter(
+            "rmm_sensor_parse_errors", "Flows whose first bytes did not parse as their protocol.",
+            "protocol", snaps, lambda s: s.parse_errors,
+        )  # fmt: skip
+        yield _counter("rmm_sensor_flows", "Flows created.", sum(s.flows_created for s in snaps))
+        yield _labelled_counter(
+            "rmm_sensor_flows_ended", "Flows ended, by reason (evicted = table full).",
+            "reason", snaps, lambda s: s.flows_ended,
+        )  # fmt: skip
+        active = GaugeMetricFamily("rmm_sensor_flows_active", "Flows in the flow table.")
+        active.add_metric([], sum(s.flows_active for s in snaps))
+        yield active
+        last = max((s.last_packet_ns for s in snaps), default=0)
+        stamp = GaugeMetricFamily(
+            "rmm_sensor_last_packet_timestamp_seconds", "Capture time of the newest packet read."
+        )
+        stamp.add_metric([], last / NS)
+        yield stamp
+
+
+def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _labelled_counter(
+    name: str,
+    doc: str,
+    label: str,
+    snaps: list[EngineSnapshot],
+    pick: Callable[[EngineSnapshot], tuple[tuple[str, int], ...]],
+) -> CounterMetricFamily:
+    totals: dict[str, int] = {}
+    for s in snaps:
+        for key, value in pick(s):
+            totals[key] = totals.get(key, 0) + value
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key in sorted(totals):
+        family.add_metric([key], totals[key])
+    return family
+
+
+class Metrics:
+    """Event metrics of the detection stages, registered on the given registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.sessions = Counter(
+            "rmm_sensor_sessions",
+            "Remote-access sessions seen, by tool, channel and verdict.",
+            ["tool", "channel", "verdict"],
+            registry=registry,
+        )
+        self.session_bytes = Counter(
+            "rmm_sensor_session_bytes",
+            "Bytes carried by remote-access sessions, by tool and direction.",
+            ["tool", "direction"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "rmm_sensor_alerts",
+            "Alerts raised, by rule and severity.",
+            ["rule", "severity"],
+            registry=registry,
+        )
+        self.signatures = Gauge(
+            "rmm_sensor_signatures_loaded",
+            "Signatures loaded, by tool.",
+            ["tool"],
+            registry=registry,
+        )
+        info = Info("rmm_sensor_build", "Build information.", registry=registry)
+        info.info({"version": __version__})
+
+    def start_series(self, tools: Iterable[str], channels: Iterable[str]) -> None:
+        """Create the known label combinations so their series start at zero."""
+        channels = tuple(channels)
+        for tool in tools:
+            for channel in channels:
+                for verdict in VERDICTS:
+                    self.sessions.labels(tool, channel, verdict)
+            for direction in ("toserver", "toclient"):
+                self.session_bytes.labels(tool, direction)
+
+
+def protocol_label(proto: int) -> str:
+    return IP_PROTOCOL_NAMES.get(proto, "other")

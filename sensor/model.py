@@ -1,0 +1,114 @@
+"""Frozen records passed between the stages after the hot path.
+
+Packets never become objects; a flow becomes a :class:`FlowRecord` once, when it ends. The
+fingerprint stage turns records into :class:`Evidence`, the session stage groups evidence into
+:class:`Session` records, and the policy stage gives each session a verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sensor.protocols.dns import DnsAnswer, DnsQuestion
+from sensor.protocols.http import HttpRequest, HttpResponse
+from sensor.protocols.x509 import CertSummary
+
+PROTO_NAMES = {6: "TCP", 17: "UDP"}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSummary:
+    server_name: str | None
+    client_versions: tuple[int, ...]
+    version: int | None  # negotiated, from the ServerHello
+    alpn_offered: tuple[str, ...]
+    alpn: str | None
+    ja4: str | None
+    cipher_suite: int | None
+    client_certificates: tuple[CertSummary, ...]
+    server_certificates: tuple[CertSummary, ...]
+    certificate_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSummary:
+    queries: tuple[DnsQuestion, ...]
+    answers: tuple[DnsAnswer, ...]
+    rcodes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSummary:
+    requests: tuple[HttpRequest, ...]
+    response: HttpResponse | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    flow_id: int
+    proto: int
+    src_ip: str  # the client
+    src_port: int
+    dest_ip: str  # the server
+    dest_port: int
+    community_id: str
+    start_ns: int
+    end_ns: int
+    pkts_toserver: int
+    pkts_toclient: int
+    bytes_toserver: int
+    bytes_toclient: int
+    tcp_flags_ts: int
+    tcp_flags_tc: int
+    syn_seen: bool  # orientation came from the handshake, not from port numbers
+    end_reason: str
+    app_proto: str
+    first_speaker: str  # "client", "server" or "" when no payload was seen
+    client_head: bytes  # first payload bytes each way, for byte signatures
+    server_head: bytes
+    client_first_size: int  # payload size of the first segment or datagram each way
+    server_first_size: int
+    tls: TlsSummary | None = None
+    dns: DnsSummary | None = None
+    http: HttpSummary | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One signature that matched, and on what."""
+
+    signature: str
+    field: str  # what was compared: "dns.query", "tls.sni", "payload", "dns-attribution" ...
+    value: str
+    confidence: str  # "low" | "medium" | "high"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One remote-access session of one tool, built from one or more flows."""
+
+    session_id: int
+    tool: str
+    channel: str
+    proto: int
+    src_ip: str
+    src_port: int
+    dest_ip: str
+    dest_port: int
+    community_id: str
+    start_ns: int
+    end_ns: int
+    bytes_toserver: int
+    bytes_toclient: int
+    pkts_toserver: int
+    pkts_toclient: int
+    server_name: str | None
+    instance: str | None  # the instance identity: tenant, relay host, key hash, AnyDesk ID ...
+    confidence: str
+    evidence: tuple[Evidence, ...]
+    attributes: tuple[tuple[str, str], ...] = ()  # tool-specific facts (version, hostname, ...)
+    flow_ids: tuple[int, ...] = ()
+    verdict: str = ""
+    verdict_reason: str = ""
+    severity: str = ""
+    tags: tuple[str, ...] = field(default=())

@@ -1,0 +1,51 @@
+"""Where records go: JSON lines (streamed as they happen) or tables (printed at the end)."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from sensor.model import FlowRecord, Session
+from sensor.output import eve, table
+
+
+class JsonLinesSink:
+    def __init__(self, out: TextIO, flows: bool) -> None:
+        self.out = out
+        self.flows = flows
+
+    def flow(self, record: FlowRecord) -> None:
+        if self.flows:
+            self.out.write(eve.dumps(eve.flow_event(record)) + "\n")
+
+    def session(self, session: Session) -> None:
+        self.out.write(eve.dumps(eve.session_event(session)) + "\n")
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+class TableSink:
+    def __init__(self, out: TextIO, flows: bool) -> None:
+        self.out = out
+        self.flows = flows
+        self._flows: list[FlowRecord] = []
+        self._sessions: list[Session] = []
+
+    def flow(self, record: FlowRecord) -> None:
+        if self.flows:
+            self._flows.append(record)
+
+    def session(self, session: Session) -> None:
+        self._sessions.append(session)
+
+    def close(self) -> None:
+        out = self.out
+        if self.flows:
+            out.write(f"Flows ({len(self._flows)})\n")
+            flows = sorted(self._flows, key=lambda f: (f.start_ns, f.flow_id))
+            table.render(table.FLOW_HEADERS, table.flow_rows(flows), out)
+            out.write("\n")
+        out.write(f"Remote-access sessions ({len(self._sessions)})\n")
+        if self._sessions:
+            table.render(table.SESSION_HEADERS, table.session_rows(self._sessions), out)
+        out.flush()

@@ -1,0 +1,159 @@
+"""The engine: frames -> decode -> flow table -> protocol parsers -> flow records.
+
+Stages, in order:
+  1. capture source yields ``(ts_ns, linktype, data, wire_len)`` tuples;
+  2. link + IP + TCP/UDP decode (``sensor.decode``), inline for Ethernet/IPv4;
+  3. the flow table finds the packet's flow and direction with one dict lookup;
+  4. while a direction is still inspected, its in-order bytes go to the protocol parsers
+     (``sensor.inspect``); afterwards packets are only counted;
+  5. when a flow ends (FIN/RST, idle, age, eviction, end of input) it becomes a FlowRecord and
+     is handed to ``on_flow`` (fingerprints, sessions, outputs).
+
+``run`` is the one place where a bad packet is isolated: whatever one packet does, it is counted
+and the next packet is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sensor.capture.files import Frame
+from sensor.decode.inet import PROTO_TCP, PROTO_UDP, decode_transport
+from sensor.decode.link import ETH_IPV4, ETH_IPV6, DecodeError, network_offset
+from sensor.flows.stream import add_segment
+from sensor.flows.table import NS, Flow, FlowSettings, FlowTable
+from sensor.inspect import DnsHook, Inspector
+from sensor.model import FlowRecord
+from sensor.records import build_record
+
+log = logging.getLogger(__name__)
+
+ETHERTYPE_IPV4 = b"\x08\x00"
+SEQ_MASK = 0xFFFFFFFF
+
+
+@dataclass
+class Stats:
+    """Counters of the hot path; read at scrape time, never incremented through a library."""
+
+    packets: int = 0
+    bytes: int = 0
+    non_ip: int = 0
+    decode_errors: dict[str, int] = field(default_factory=dict)
+    other_protocols: dict[int, int] = field(default_factory=dict)
+    first_packet_ns: int = 0
+    last_packet_ns: int = 0
+
+
+class Engine:
+    """One flow table and its stages; one per worker process."""
+
+    def __init__(
+        self,
+        settings: FlowSettings,
+        on_flow: Callable[[FlowRecord], None],
+        on_dns: DnsHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_flow = on_flow
+        self.stats = Stats()
+        self.table = FlowTable(settings, self._flow_ended)
+        self.inspector = Inspector(settings, on_dns)
+        self._next_expiry = 0
+        self._internal_errors_logged = 0
+
+    def _flow_ended(self, flow: Flow, reason: str) -> None:
+        self.on_flow(build_record(flow, reason))
+
+    def flush(self) -> None:
+        """End every open flow (end of input or shutdown)."""
+        self.table.flush()
+
+    def run(self, frames: Iterable[Frame]) -> None:
+        """Process frames until the iterable ends (it may raise; counters stay consistent)."""
+        stats = self.stats
+        table = self.table
+        tcp_get = table.tcp.get
+        udp_get = table.udp.get
+        create = table.create
+        inspector = self.inspector
+        tcp_data = inspector.tcp_data
+        udp_data = inspector.udp_data
+        stop = inspector.stop
+        limit = self.settings.stream_bytes
+        errors = stats.decode_errors
+        others = stats.other_protocols
+        packets = bytes_seen = non_ip = 0
+        next_expiry = self._next_expiry
+        ts = stats.last_packet_ns
+        try:
+            for ts, linktype, data, wire_len in frames:
+                packets += 1
+                bytes_seen += wire_len
+                try:
+                    if linktype == 1 and data[12:14] == ETHERTYPE_IPV4:
+                        off = 14
+                        ethertype = ETH_IPV4
+                    else:
+                        off, ethertype = network_offset(linktype, data)
+                        if ethertype not in (ETH_IPV4, ETH_IPV6):
+                            non_ip += 1
+                            continue
+                    proto, key, l4, start, end, truncated = decode_transport(data, off, ethertype)
+                    if proto == PROTO_TCP:
+                        flags = data[l4 + 13]
+                        d = tcp_get(key)
+                        if d is None:
+                            d = create(PROTO_TCP, key, ts, flags)
+                            d.flow.syn_seen = bool(flags & 0x02)
+                        elif flags & 0x12 == 0x02 and d.flow.closed:
+                            table.end(d.flow, "reused")  # a new connection on an old 5-tuple
+                            d = create(PROTO_TCP, key, ts, flags)
+                            d.flow.syn_seen = True
+                        d.pkts += 1
+                        d.bytes += wire_len
+                        d.last = ts
+                        d.flags |= flags
+                        if flags & 0x05:
+                            table.close_soon(d.flow, ts)
+                        if d.inspect:
+                            seq = int.from_bytes(data[l4 + 4 : l4 + 8], "big")
+                            if flags & 0x02:
+                                if d.buf is not None and not d.buf:
+                                    d.next_seq = (seq + 1) & SEQ_MASK
+                            elif start < end:
+                                if add_segment(d, seq, data[start:end], limit):
+                                    tcp_data(d.flow, d)
+                                if truncated or d.gap:
+                                    stop(d)  # the snap length or a hole ends what we can read
+                    elif proto == PROTO_UDP:
+                        d = udp_get(key)
+                        if d is None:
+                            d = create(PROTO_UDP, key, ts, 0)
+                        d.pkts += 1
+                        d.bytes += wire_len
+                        d.last = ts
+                        if d.inspect:
+                            udp_data(d.flow, d, data[start:end], ts)
+                    else:
+                        others[proto] = others.get(proto, 0) + 1
+                except DecodeError as exc:
+                    errors[exc.reason] = errors.get(exc.reason, 0) + 1
+                except Exception:  # the one isolation point: no packet may stop the sensor
+                    errors["internal_error"] = errors.get("internal_error", 0) + 1
+                    if self._internal_errors_logged < 10:
+                        self._internal_errors_logged += 1
+                        log.exception("packet %d could not be processed", stats.packets + packets)
+                if ts >= next_expiry:
+                    if not stats.first_packet_ns:
+                        stats.first_packet_ns = ts
+                    table.expire(ts)
+                    next_expiry = ts + NS
+        finally:
+            stats.packets += packets
+            stats.bytes += bytes_seen
+            stats.non_ip += non_ip
+            stats.last_packet_ns = ts
+            self._next_expiry = next_expiry

@@ -1,0 +1,103 @@
+"""Turn an ended flow's mutable state into a frozen :class:`FlowRecord` (once per flow)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from sensor.communityid import community_id
+from sensor.flows.table import Flow, key_ports
+from sensor.model import DnsSummary, FlowRecord, HttpSummary, TlsSummary
+from sensor.protocols.dns import DnsMessage
+from sensor.protocols.http import HttpRequest, HttpResponse
+from sensor.protocols.tls import TlsStream
+from sensor.protocols.x509 import summarize_certificate
+
+
+def ip_text(raw: bytes) -> str:
+    return str(ipaddress.ip_address(raw))
+
+
+def build_record(flow: Flow, reason: str) -> FlowRecord:
+    key = flow.key
+    half = (len(key) - 4) >> 1
+    src, dst = key[:half], key[half : 2 * half]
+    sport, dport = key_ports(key)
+    c2s, s2c = flow.c2s, flow.s2c
+    return FlowRecord(
+        flow_id=flow.id,
+        proto=flow.proto,
+        src_ip=ip_text(src),
+        src_port=sport,
+        dest_ip=ip_text(dst),
+        dest_port=dport,
+        community_id=community_id(flow.proto, src, dst, sport, dport),
+        start_ns=flow.first,
+        end_ns=flow.last,
+        pkts_toserver=c2s.pkts,
+        pkts_toclient=s2c.pkts,
+        bytes_toserver=c2s.bytes,
+        bytes_toclient=s2c.bytes,
+        tcp_flags_ts=c2s.flags,
+        tcp_flags_tc=s2c.flags,
+        syn_seen=flow.syn_seen,
+        end_reason=reason,
+        app_proto=flow.app or ("unknown" if flow.first_speaker else ""),
+        first_speaker=flow.first_speaker,
+        client_head=flow.heads[0],
+        server_head=flow.heads[1],
+        client_first_size=flow.first_sizes[0],
+        server_first_size=flow.first_sizes[1],
+        tls=_tls_summary(flow),
+        dns=_dns_summary(flow),
+        http=_http_summary(flow),
+    )
+
+
+def _tls_summary(flow: Flow) -> TlsSummary | None:
+    client, server = flow.tls
+    if not isinstance(client, TlsStream) and not isinstance(server, TlsStream):
+        return None
+    hello = client.client_hello if isinstance(client, TlsStream) else None
+    shello = server.server_hello if isinstance(server, TlsStream) else None
+    return TlsSummary(
+        server_name=hello.server_name if hello else None,
+        client_versions=hello.versions if hello else (),
+        version=shello.version if shello else None,
+        alpn_offered=hello.alpn if hello else (),
+        alpn=shello.alpn if shello else None,
+        ja4=hello.ja4 if hello else None,
+        cipher_suite=shello.cipher_suite if shello else None,
+        client_certificates=_certs(client),
+        server_certificates=_certs(server),
+        certificate_requested=isinstance(server, TlsStream) and server.certificate_request,
+    )
+
+
+def _certs(stream: object) -> tuple:  # type: ignore[type-arg]
+    if not isinstance(stream, TlsStream):
+        return ()
+    return tuple(summarize_certificate(der) for der in stream.certificates)
+
+
+def _dns_summary(flow: Flow) -> DnsSummary | None:
+    messages = [m for m in flow.dns if isinstance(m, DnsMessage)]
+    if not messages:
+        return None
+    queries = []
+    seen = set()
+    for m in messages:
+        for q in m.questions:
+            if q not in seen:
+                seen.add(q)
+                queries.append(q)
+    answers = tuple(a for m in messages if m.is_response for a in m.answers)
+    rcodes = tuple(m.rcode for m in messages if m.is_response)
+    return DnsSummary(queries=tuple(queries), answers=answers, rcodes=rcodes)
+
+
+def _http_summary(flow: Flow) -> HttpSummary | None:
+    requests = tuple(r for r in flow.http_requests if isinstance(r, HttpRequest))
+    response = flow.http_response if isinstance(flow.http_response, HttpResponse) else None
+    if not requests and response is None:
+        return None
+    return HttpSummary(requests=requests, response=response)
