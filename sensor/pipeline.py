@@ -26,7 +26,7 @@ from sensor.flows.stream import add_segment
 from sensor.flows.table import NS, Flow, FlowSettings, FlowTable
 from sensor.inspect import DnsHook, Inspector
 from sensor.model import FlowRecord
-from sensor.records import build_record
+from sensor.records import CertCache, build_record
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,12 @@ class Engine:
         self.stats = Stats()
         self.table = FlowTable(settings, self._flow_ended)
         self.inspector = Inspector(settings, on_dns)
+        self.certs = CertCache()
         self._next_expiry = 0
         self._internal_errors_logged = 0
 
     def _flow_ended(self, flow: Flow, reason: str) -> None:
-        self.on_flow(build_record(flow, reason))
+        self.on_flow(build_record(flow, reason, self.certs))
 
     def flush(self) -> None:
         """End every open flow (end of input or shutdown)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
+import socket
+from collections import OrderedDict
 
 from sensor.communityid import community_id
 from sensor.flows.table import Flow, key_ports
@@ -10,14 +11,33 @@ from sensor.model import DnsSummary, FlowRecord, HttpSummary, TlsSummary
 from sensor.protocols.dns import DnsMessage
 from sensor.protocols.http import HttpRequest, HttpResponse
 from sensor.protocols.tls import TlsStream
-from sensor.protocols.x509 import summarize_certificate
+from sensor.protocols.x509 import CertSummary, summarize_certificate
 
 
 def ip_text(raw: bytes) -> str:
-    return str(ipaddress.ip_address(raw))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
-def build_record(flow: Flow, reason: str) -> FlowRecord:
+class CertCache:
+    """Summaries of recently seen certificates: servers send the same chain to every client."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._items: OrderedDict[bytes, CertSummary] = OrderedDict()
+
+    def summary(self, der: bytes) -> CertSummary:
+        items = self._items
+        hit = items.get(der)
+        if hit is not None:
+            items.move_to_end(der)
+            return hit
+        hit = items[der] = summarize_certificate(der)
+        if len(items) > self.size:
+            items.popitem(last=False)
+        return hit
+
+
+def build_record(flow: Flow, reason: str, certs: CertCache) -> FlowRecord:
     key = flow.key
     half = (len(key) - 4) >> 1
     src, dst = key[:half], key[half : 2 * half]
@@ -47,13 +67,13 @@ def build_record(flow: Flow, reason: str) -> FlowRecord:
         server_head=flow.heads[1],
         client_first_size=flow.first_sizes[0],
         server_first_size=flow.first_sizes[1],
-        tls=_tls_summary(flow),
+        tls=_tls_summary(flow, certs),
         dns=_dns_summary(flow),
         http=_http_summary(flow),
     )
 
 
-def _tls_summary(flow: Flow) -> TlsSummary | None:
+def _tls_summary(flow: Flow, certs: CertCache) -> TlsSummary | None:
     client, server = flow.tls
     if not isinstance(client, TlsStream) and not isinstance(server, TlsStream):
         return None
@@ -67,16 +87,16 @@ def _tls_summary(flow: Flow) -> TlsSummary | None:
         alpn=shello.alpn if shello else None,
         ja4=hello.ja4 if hello else None,
         cipher_suite=shello.cipher_suite if shello else None,
-        client_certificates=_certs(client),
-        server_certificates=_certs(server),
+        client_certificates=_certs(client, certs),
+        server_certificates=_certs(server, certs),
         certificate_requested=isinstance(server, TlsStream) and server.certificate_request,
     )
 
 
-def _certs(stream: object) -> tuple:  # type: ignore[type-arg]
+def _certs(stream: object, cache: CertCache) -> tuple[CertSummary, ...]:
     if not isinstance(stream, TlsStream):
         return ()
-    return tuple(summarize_certificate(der) for der in stream.certificates)
+    return tuple(cache.summary(der) for der in stream.certificates)
 
 
 def _dns_summary(flow: Flow) -> DnsSummary | None:

@@ -522,8 +522,8 @@ def test_anydesk_tls_handshake(name: str, server: tuple[str, int], kind: str) ->
         assert view.alpn == ["anydesk/7.1.0/windows"]
         assert view.server_cipher == 0xC02C
         leaf, root = view.server_certs
-        assert leaf.subject.rfc4514_string() == ("CN=AnyNet Relay,O=philandro Software GmbH,C=DE")
-        assert root.subject.rfc4514_string() == ("CN=AnyNet Root CA,O=philandro Software GmbH,C=DE")
+        assert leaf.subject.rfc4514_string() == "CN=AnyNet Relay,O=philandro Software GmbH,C=DE"
+        assert root.subject.rfc4514_string() == "CN=AnyNet Root CA,O=philandro Software GmbH,C=DE"
         assert leaf.issuer == root.subject and root.issuer == root.subject
         assert root.not_valid_after_utc == dt.datetime(2024, 4, 8, tzinfo=dt.UTC)
     else:

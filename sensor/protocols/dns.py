@@ -8,7 +8,8 @@ Decisions for hostile input:
 
 * Compression pointers must point strictly before the start of the label run they interrupt
   (so every jump moves backwards and a loop cannot form); jumps and the name's wire length
-  (255 bytes) are capped too.
+  (255 bytes) are capped too. Each offset is decoded once per message (see ``_Names``), so
+  pointer chains and many names aimed into one long name cost linear time, not quadratic.
 * The question and answer counts must be plausible for the message size (each question needs
   at least 5 bytes and each record at least 11), otherwise ``ParseError``. A message claiming
   65535 answers is rejected up front, without walking it.
@@ -279,7 +280,7 @@ class _Names:
         jumps = 0
         pos = floor = start  # a pointer must land strictly before ``floor``
         while True:  # bounded: each pass adds a label (<= 255 bytes) or a jump (<= _MAX_JUMPS)
-            tail = None
+            tail = self._known.get(pos)
             if tail is not None:
                 run_ends.append(tail.end)
                 break

@@ -168,7 +168,8 @@ def parse_http_requests(
         if requests:
             pos = _skip_empty_line(data, pos)
         try:
-            request = parse_http_request(data[pos:], max_head=max_head)
+            # A head never extends past max_head bytes, so copy no more than that.
+            request = parse_http_request(data[pos : pos + max_head], max_head=max_head)
         except ParseError:
             if not requests:
                 raise

@@ -128,6 +128,7 @@ class SignatureIndex:
                 sigs.append(sig)
         self.signatures = tuple(sigs)
         self.by_id = {s.id: s for s in sigs}
+        self._order = {s.id: i for i, s in enumerate(sigs)}
 
     @property
     def tools(self) -> tuple[str, ...]:
@@ -170,7 +171,7 @@ class SignatureIndex:
         found: dict[str, Match] = {}
         for field, index in self._fields.items():
             vals = values.get(field)
-            if not vals and not index.scan:
+            if not vals:
                 continue
             for sig, cond in index.candidates(vals, field):
                 if sig.id in found:
@@ -181,8 +182,9 @@ class SignatureIndex:
                 ok, decoded = self._rest(sig, cond, values, record)
                 if ok:
                     found[sig.id] = Match(sig, field, matched, decoded)
-        order = {s.id: i for i, s in enumerate(self.signatures)}
-        return sorted(found.values(), key=lambda m: order[m.signature.id])
+        if len(found) < 2:
+            return list(found.values())
+        return sorted(found.values(), key=lambda m: self._order[m.signature.id])
 
     def _rest(
         self, sig: Signature, primary: Condition, values: _FieldValues, record: FlowRecord
