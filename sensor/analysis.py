@@ -4,8 +4,10 @@
     -> sinks.flow                      (every flow, when --flows)
     -> detector.detect                 (signatures -> evidence)
     -> sessions.add                    (evidence of one or more flows -> one session)
-    -> policy.judge                    (sanctioned or not)
-    -> sinks.session / metrics
+    -> policy.judge                    (sanctioned or not, severity)
+    -> sinks.session, metrics
+    -> alerts (condense -> throttle)   (unsanctioned and confident enough)
+    -> sinks.alert, metrics
 
 DNS answers reach the detector as soon as they are parsed, before the flows they name end, so
 relays reached without SNI can be attributed.
@@ -13,20 +15,24 @@ relays reached without SNI can be attributed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from sensor.alerts.stage import AlertStage
 from sensor.capture.files import Frame
-from sensor.flows.table import NS, Flow, FlowSettings
+from sensor.config import Settings
+from sensor.flows.table import Flow
 from sensor.metrics import EngineSnapshot, Metrics, protocol_label
-from sensor.model import FlowRecord, Session
+from sensor.model import Alert, FlowRecord, Session
 from sensor.pipeline import Engine
+from sensor.policy.verdicts import Policy
 from sensor.protocols.dns import DnsMessage
 
 
 class Sink(Protocol):
     def flow(self, record: FlowRecord) -> None: ...
     def session(self, session: Session) -> None: ...
+    def alert(self, alert: Alert) -> None: ...
     def close(self) -> None: ...
 
 
@@ -41,41 +47,45 @@ class SessionStage(Protocol):
     def flush(self) -> list[Session]: ...
 
 
-class Policy(Protocol):
-    def judge(self, session: Session) -> Session: ...
-
-
 class Analysis:
     """One engine and the stages after it."""
 
     def __init__(
         self,
-        flow_settings: FlowSettings,
+        settings: Settings,
         detector: Detector,
         sessions: SessionStage,
-        policy: Policy,
         sinks: Sequence[Sink],
         metrics: Metrics | None = None,
+        on_tick: Callable[[int], None] | None = None,
     ) -> None:
-        self.engine = Engine(flow_settings, self._on_flow, self._on_dns)
+        self.engine = Engine(settings.flows, self._on_flow, self._on_dns, self._tick)
         self.detector = detector
         self.sessions = sessions
-        self.policy = policy
+        self.policy = Policy(settings.policy)
+        self.alerts = AlertStage(settings.policy, self._on_alert)
         self.sinks = sinks
         self.metrics = metrics
+        self.on_tick = on_tick
         self.session_counts: dict[str, int] = {}
-        self._next_session_check = 0
+        self.alert_count = 0
 
     def run(self, frames: Iterable[Frame]) -> None:
         self.engine.run(frames)
 
     def finish(self) -> None:
-        """End all flows and sessions and close the sinks."""
+        """End all flows, sessions and alert windows, and close the sinks."""
         self.engine.flush()
         for session in self.sessions.flush():
             self._emit(session)
+        self.alerts.flush()
         for sink in self.sinks:
             sink.close()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Apply a new policy to sessions judged from now on (a reload)."""
+        self.policy = Policy(settings.policy)
+        self.alerts.settings = settings.policy
 
     def snapshot(self) -> EngineSnapshot:
         e = self.engine
@@ -91,6 +101,7 @@ class Analysis:
             flows_active=t.active,
             flows_ended=tuple(t.ended_by.items()),
             last_packet_ns=e.stats.last_packet_ns,
+            alerts_suppressed=tuple(self.alerts.suppressed.items()),
         )
 
     def _on_dns(self, ts: int, flow: Flow, message: DnsMessage) -> None:
@@ -104,10 +115,14 @@ class Analysis:
         if session is not None:
             for forced in self.sessions.add(session):
                 self._emit(forced)
-        if record.end_ns >= self._next_session_check:
-            self._next_session_check = record.end_ns + NS
-            for done in self.sessions.expire(record.end_ns):
-                self._emit(done)
+
+    def _tick(self, now_ns: int) -> None:
+        """Once per second of packet time: close idle sessions and alert windows."""
+        for done in self.sessions.expire(now_ns):
+            self._emit(done)
+        self.alerts.expire(now_ns)
+        if self.on_tick is not None:
+            self.on_tick(now_ns)
 
     def _emit(self, session: Session) -> None:
         session = self.policy.judge(session)
@@ -119,6 +134,15 @@ class Analysis:
             m.session_bytes.labels(session.tool, "toclient").inc(session.bytes_toclient)
         for sink in self.sinks:
             sink.session(session)
+        if self.policy.alertable(session):
+            self.alerts.session(session)
+
+    def _on_alert(self, alert: Alert) -> None:
+        self.alert_count += 1
+        if self.metrics is not None:
+            self.metrics.alerts.labels(alert.rule, alert.severity).inc()
+        for sink in self.sinks:
+            sink.alert(alert)
 
 
 def _by_label(counts: dict[int, int]) -> tuple[tuple[str, int], ...]:

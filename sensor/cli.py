@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from sensor import __version__
-from sensor.commands import analyze, signatures
+from sensor.commands import analyze, check_config, signatures
 
 # Subcommands in the order `--help` lists them.
-COMMANDS = (analyze, signatures)
+COMMANDS = (analyze, check_config, signatures)
 
 
 def build_parser() -> argparse.ArgumentParser:

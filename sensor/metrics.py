@@ -36,6 +36,7 @@ class EngineSnapshot:
     flows_active: int
     flows_ended: tuple[tuple[str, int], ...]
     last_packet_ns: int
+    alerts_suppressed: tuple[tuple[str, int], ...] = ()
 
 
 class EngineCollector(Collector):
@@ -71,6 +72,10 @@ class EngineCollector(Collector):
         active = GaugeMetricFamily("rmm_sensor_flows_active", "Flows in the flow table.")
         active.add_metric([], sum(s.flows_active for s in snaps))
         yield active
+        yield _labelled_counter(
+            "rmm_sensor_alerts_suppressed", "Alerts not sent: condensed into another or throttled.",
+            "reason", snaps, lambda s: s.alerts_suppressed,
+        )  # fmt: skip
         last = max((s.last_packet_ns for s in snaps), default=0)
         stamp = GaugeMetricFamily(
             "rmm_sensor_last_packet_timestamp_seconds", "Capture time of the newest packet read."
@@ -127,6 +132,24 @@ class Metrics:
             "rmm_sensor_signatures_loaded",
             "Signatures loaded, by tool.",
             ["tool"],
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "rmm_sensor_config_reloads",
+            "Configuration reloads, by result (a failed reload keeps the last good config).",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
+        self.config_last_success = Gauge(
+            "rmm_sensor_config_last_reload_success_timestamp_seconds",
+            "Wall-clock time the running configuration was loaded.",
+            registry=registry,
+        )
+        self.config_ok = Gauge(
+            "rmm_sensor_config_last_reload_successful",
+            "1 if the last configuration load succeeded, 0 if it failed.",
             registry=registry,
         )
         info = Info("rmm_sensor_build", "Build information.", registry=registry)

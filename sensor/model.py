@@ -112,3 +112,18 @@ class Session:
     verdict_reason: str = ""
     severity: str = ""
     tags: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something an analyst should look at, with the session that caused it."""
+
+    alert_id: int
+    rule: str  # "unsanctioned_rmm_session", ...
+    severity: str  # "low" | "medium" | "high" | "critical"
+    ts_ns: int
+    message: str
+    session: Session
+    repeats: int = 0  # further sessions condensed into this alert (a follow-up record)
+    last_ns: int = 0
+    technique: str = "T1219"  # MITRE ATT&CK: Remote Access Tools

@@ -55,9 +55,11 @@ class Engine:
         settings: FlowSettings,
         on_flow: Callable[[FlowRecord], None],
         on_dns: DnsHook | None = None,
+        on_tick: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.on_flow = on_flow
+        self.on_tick = on_tick
         self.stats = Stats()
         self.table = FlowTable(settings, self._flow_ended)
         self.inspector = Inspector(settings, on_dns)
@@ -152,6 +154,8 @@ class Engine:
                         stats.first_packet_ns = ts
                     table.expire(ts)
                     next_expiry = ts + NS
+                    if self.on_tick is not None:
+                        self.on_tick(ts)
         finally:
             stats.packets += packets
             stats.bytes += bytes_seen

@@ -14,8 +14,8 @@ import io
 import struct
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
-from typing import BinaryIO, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import cast
 
 Frame = tuple[int, int, bytes, int]
 
@@ -47,14 +47,26 @@ class CaptureError(Exception):
 class _Stream:
     """Chunked reader that turns decompression and I/O failures into CaptureError."""
 
-    def __init__(self, raw: BinaryIO | gzip.GzipFile, path: str) -> None:
+    def __init__(self, raw: io.BufferedReader | gzip.GzipFile, path: str) -> None:
         self.raw = raw
         self.path = path
         self.consumed = 0  # bytes handed out so far
 
     def read(self, size: int) -> bytes:
+        """Exactly ``size`` bytes unless the stream ends first (for fixed-size headers)."""
+        return self._call(self.raw.read, size)
+
+    def chunk(self, size: int) -> bytes:
+        """Up to ``size`` bytes from one underlying read; empty only at the end.
+
+        One read returns what a pipe holds now (no waiting for a full chunk) and keeps the data a
+        damaged gzip stream decompressed before its damage (a full read would drop it).
+        """
+        return self._call(self.raw.read1, size)
+
+    def _call(self, read: Callable[[int], bytes], size: int) -> bytes:
         try:
-            data = self.raw.read(size)
+            data = read(size)
         except (OSError, EOFError, zlib.error) as exc:
             # gzip.BadGzipFile is an OSError; a cut gzip stream is an EOFError.
             raise CaptureError(self.path, self.consumed, f"read failed: {exc}") from exc
@@ -64,7 +76,11 @@ class _Stream:
 
 def _open(path: str) -> io.BufferedReader:
     if path == "-":
-        return cast(io.BufferedReader, sys.stdin.buffer)
+        # sys.stdin is None when the process started with descriptor 0 closed.
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:
+            raise CaptureError(path, 0, "standard input is not available")
+        return cast(io.BufferedReader, buffer)
     try:
         return open(path, "rb")
     except OSError as exc:
@@ -75,7 +91,7 @@ def read_frames(path: str) -> Iterator[Frame]:
     """Yield every frame of one capture file (``-`` is standard input)."""
     raw = _open(path)
     try:
-        source: BinaryIO | gzip.GzipFile = raw
+        source: io.BufferedReader | gzip.GzipFile = raw
         # peek() leaves the bytes in place, so this works on pipes as well as files.
         if raw.peek(2)[:2] == GZIP_MAGIC:
             source = gzip.GzipFile(fileobj=raw, mode="rb")
@@ -90,7 +106,8 @@ def read_frames(path: str) -> Iterator[Frame]:
         else:
             raise CaptureError(path, 0, f"not a pcap or pcapng file (magic {head.hex()})")
     finally:
-        if raw is not sys.stdin.buffer:
+        # Standard input belongs to the process; sys.stdin is not consulted for files.
+        if path != "-":
             raw.close()
 
 
@@ -104,18 +121,18 @@ def _pcap_frames(stream: _Stream, magic: bytes) -> Iterator[Frame]:
     endian, frac_ns = PCAP_MAGICS[magic]
     header = magic + stream.read(20)
     if len(header) < 24:
-        raise CaptureError(stream.path, len(header), "truncated pcap file header")
+        raise CaptureError(stream.path, 0, "truncated pcap file header")
     _major, _minor, _zone, _sigfigs, _snaplen, linktype = struct.unpack(
         endian + "HHiIII", header[4:24]
     )
-    linktype &= 0x0FFFFFFF  # the upper bits carry FCS flags
+    linktype &= 0xFFFF  # the upper bits carry the FCS length and its "present" flag (0x04000000)
     unpack = struct.Struct(endian + "IIII").unpack_from
     path = stream.path
     buf = b""
     pos = 0
     base = 24  # stream offset of buf[0]
     while True:
-        chunk = stream.read(CHUNK)
+        chunk = stream.chunk(CHUNK)
         if not chunk:
             if pos < len(buf):
                 raise CaptureError(
@@ -193,7 +210,7 @@ def _pcapng_frames(stream: _Stream, magic: bytes) -> Iterator[Frame]:
     eof = False
     while True:
         if len(buf) - pos < 12 and not eof:
-            chunk = stream.read(CHUNK)
+            chunk = stream.chunk(CHUNK)
             eof = not chunk
             buf = buf[pos:] + chunk
             base += pos
@@ -218,7 +235,7 @@ def _pcapng_frames(stream: _Stream, magic: bytes) -> Iterator[Frame]:
         if len(buf) - pos < block_len:
             if eof:
                 raise CaptureError(path, base + pos, "truncated block at end of file")
-            chunk = stream.read(max(CHUNK, block_len))
+            chunk = stream.chunk(max(CHUNK, block_len))
             eof = not chunk
             buf = buf[pos:] + chunk
             base += pos

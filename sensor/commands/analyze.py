@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
@@ -12,12 +13,12 @@ from prometheus_client import CollectorRegistry, write_to_textfile
 
 from sensor.analysis import Analysis, Sink
 from sensor.capture.files import CaptureError, Frame, read_frames
+from sensor.config import Settings, load_settings
 from sensor.fingerprints import ENRICHERS
 from sensor.fingerprints.detector import Detector
-from sensor.flows.table import FlowSettings
 from sensor.metrics import EngineCollector, Metrics
 from sensor.output.sinks import JsonLinesSink, TableSink
-from sensor.policy.verdicts import Policy
+from sensor.reload import ConfigWatcher
 from sensor.sessions import SessionBuilder
 from sensor.signatures.loader import load_index
 from sensor.signatures.schema import CHANNELS
@@ -31,8 +32,8 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "analyze",
         help="analyze capture files (pcap, pcapng, gzip; - for stdin)",
-        description="Report every remote-access session in the captures. Exit status: 0 none "
-        "unsanctioned, 1 an unsanctioned session was found, 2 usage or input error.",
+        description="Report every remote-access session in the captures. Exit status: 0 no "
+        "alert, 1 an unsanctioned session raised an alert, 2 usage or input error.",
     )
     p.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture file, or - for stdin")
     p.add_argument("--format", choices=("table", "json"), default="table",
@@ -44,12 +45,14 @@ def register(sub: Any) -> None:
         help="write Prometheus text format here (node-exporter textfile collector)",
     )
     p.add_argument("--signatures", metavar="DIR", help="signature directory")
+    p.add_argument("--config", metavar="FILE", help="configuration file (policy, flow limits)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        index = load_index(args.signatures)
+        settings = load_settings(args.config) if args.config else Settings()
+        index = load_index(args.signatures or settings.signatures or None)
     except SourceError as exc:
         return _fail(str(exc))
     out: TextIO = sys.stdout
@@ -59,15 +62,17 @@ def run(args: argparse.Namespace) -> int:
     metrics.start_series(index.tools, CHANNELS)
     for tool in index.tools:
         metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
-    analysis = Analysis(
-        FlowSettings(),
-        Detector(index, ENRICHERS),
-        SessionBuilder(),
-        Policy(),
-        [sink],
-        metrics,
-    )
+    analysis = Analysis(settings, Detector(index, ENRICHERS), SessionBuilder(), [sink], metrics)
     registry.register(EngineCollector(lambda: [analysis.snapshot()]))
+    if args.config:
+        # A long capture on stdin (tcpdump -w - | rmm-sensor analyze -) may see a new policy.
+        watcher = ConfigWatcher(args.config, settings, analysis.reconfigure, metrics)
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: watcher.request())
+
+        def tick(_now_ns: int) -> None:
+            watcher.check()
+
+        analysis.on_tick = tick
     errors = []
     for path in args.captures:
         try:
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rmm-sensor: error: {message}", file=sys.stderr)
     if errors:
         return EXIT_ERROR
-    return EXIT_UNSANCTIONED if analysis.session_counts.get("unsanctioned") else EXIT_CLEAN
+    return EXIT_UNSANCTIONED if analysis.alert_count else EXIT_CLEAN
 
 
 def _fail(message: str) -> int:

@@ -70,3 +70,25 @@ class AttributionCache:
         if entry.seen_ns - NS <= ts_ns <= entry.expires_ns:
             return entry
         return None
+
+
+class NameCache:
+    """Last DNS name answered for each address (any name), to name servers reached by address.
+
+    Not evidence of a tool: it only lets the policy match ``hosts`` entries for flows such as an
+    on-premises relay that carry no name of their own.
+    """
+
+    def __init__(self, max_entries: int = 65_536) -> None:
+        self.max_entries = max_entries
+        self._names: OrderedDict[str, str] = OrderedDict()
+
+    def remember(self, address: str, name: str) -> None:
+        names = self._names
+        names.pop(address, None)
+        names[address] = name
+        if len(names) > self.max_entries:
+            names.popitem(last=False)
+
+    def name(self, address: str) -> str | None:
+        return self._names.get(address)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from sensor.fingerprints.attribution import AttributionCache
+from sensor.fingerprints.attribution import AttributionCache, NameCache
 from sensor.model import Evidence, FlowRecord, Session
 from sensor.protocols.dns import DnsMessage
 from sensor.signatures.index import Decoded, Match, SignatureIndex
@@ -25,12 +25,16 @@ class Detector:
         self.index = index
         self.enrichers = enrichers
         self.cache = cache if cache is not None else AttributionCache()
+        self.names = NameCache()
         self._attributing = [s for s in index.signatures if s.attribute]
 
     def dns_answer(self, ts_ns: int, client: bytes, message: DnsMessage) -> None:
         """Remember the addresses answered for names that an attributing signature matches."""
-        if not self._attributing or not message.answers:
+        if not message.answers:
             return
+        for answer in message.answers:
+            if answer.rrtype in (A, AAAA) and answer.data and message.questions:
+                self.names.remember(answer.data, message.questions[0].name.lower().rstrip("."))
         for question in message.questions:
             sig = self._attribution_signature(question.name.lower().rstrip("."))
             if sig is None or sig.attribute is None:
@@ -82,6 +86,9 @@ class Detector:
         server_name = _server_name(record) or next(
             (e[0].value for e in mine if e[0].field == "dns-attribution"), None
         )
+        if record.app_proto != "dns" and (resolved := self.names.name(record.dest_ip)):
+            attrs.setdefault("resolved_name", resolved)
+            server_name = server_name or resolved
         return Session(
             session_id=0,
             tool=tool,
@@ -137,7 +144,14 @@ def _server_name(r: FlowRecord) -> str | None:
     if r.http is not None:
         for q in r.http.requests:
             if q.host:
-                return q.host
+                return _strip_port(q.host)
     if r.dns is not None and r.dns.queries:
         return r.dns.queries[0].name
     return None
+
+
+def _strip_port(host: str) -> str:
+    """'example.com:8040' -> 'example.com'; IPv6 literals in brackets keep their colons."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host

@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sensor.model import PROTO_NAMES, FlowRecord, HttpSummary, Session, TlsSummary
+from sensor.model import PROTO_NAMES, Alert, FlowRecord, HttpSummary, Session, TlsSummary
 from sensor.protocols.dns import rrtype_name
 from sensor.protocols.x509 import CertSummary
 
@@ -175,6 +175,29 @@ def session_event(s: Session) -> dict[str, Any]:
     if s.verdict:
         event["rmm"]["verdict"] = s.verdict
         event["rmm"]["verdict_reason"] = s.verdict_reason
+    if s.severity:
+        event["rmm"]["severity"] = s.severity
+    return event
+
+
+def alert_event(a: Alert) -> dict[str, Any]:
+    event = session_event(a.session)
+    event["timestamp"] = iso_time(a.ts_ns)
+    event["event_type"] = "alert"
+    event["alert"] = {
+        "alert_id": a.alert_id,
+        "signature": a.rule,
+        "category": "Remote access software",
+        "severity": a.severity,
+        "message": a.message,
+        "repeats": a.repeats,
+        "last_seen": iso_time(a.last_ns) if a.last_ns else None,
+        "mitre": {
+            "technique_id": a.technique,
+            "technique_name": "Remote Access Tools",
+            "tactic": "Command and Control",
+        },
+    }
     return event
 
 

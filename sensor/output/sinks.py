@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from sensor.model import FlowRecord, Session
+from sensor.model import Alert, FlowRecord, Session
 from sensor.output import eve, table
 
 
@@ -20,6 +20,9 @@ class JsonLinesSink:
     def session(self, session: Session) -> None:
         self.out.write(eve.dumps(eve.session_event(session)) + "\n")
 
+    def alert(self, alert: Alert) -> None:
+        self.out.write(eve.dumps(eve.alert_event(alert)) + "\n")
+
     def close(self) -> None:
         self.out.flush()
 
@@ -30,6 +33,7 @@ class TableSink:
         self.flows = flows
         self._flows: list[FlowRecord] = []
         self._sessions: list[Session] = []
+        self._alerts: list[Alert] = []
 
     def flow(self, record: FlowRecord) -> None:
         if self.flows:
@@ -37,6 +41,9 @@ class TableSink:
 
     def session(self, session: Session) -> None:
         self._sessions.append(session)
+
+    def alert(self, alert: Alert) -> None:
+        self._alerts.append(alert)
 
     def close(self) -> None:
         out = self.out
@@ -48,4 +55,7 @@ class TableSink:
         out.write(f"Remote-access sessions ({len(self._sessions)})\n")
         if self._sessions:
             table.render(table.SESSION_HEADERS, table.session_rows(self._sessions), out)
+        out.write(f"\nAlerts ({len(self._alerts)})\n")
+        if self._alerts:
+            table.render(table.ALERT_HEADERS, table.alert_rows(self._alerts), out)
         out.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
-from sensor.model import PROTO_NAMES, FlowRecord, Session
+from sensor.model import PROTO_NAMES, Alert, FlowRecord, Session
 from sensor.output.eve import iso_time
 from sensor.text import escape
 
@@ -71,6 +71,34 @@ def flow_rows(flows: Sequence[FlowRecord]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+ALERT_HEADERS = (
+    "time (UTC)",
+    "severity",
+    "rule",
+    "tool",
+    "client",
+    "instance",
+    "repeats",
+    "reason",
+)
+
+
+def alert_rows(alerts: Sequence[Alert]) -> list[list[str]]:
+    return [
+        [
+            iso_time(a.ts_ns)[:19].replace("T", " "),
+            a.severity,
+            a.rule,
+            _cell(a.session.tool),
+            _cell(a.session.src_ip),
+            _cell(a.session.instance or a.session.server_name or a.session.dest_ip),
+            str(a.repeats),
+            escape(a.session.verdict_reason, max_len=80),
+        ]
+        for a in alerts
+    ]
 
 
 FLOW_HEADERS = ("start (UTC)", "proto", "client", "server", "app", "name", "pkts c/s", "bytes c/s")
