@@ -74,12 +74,17 @@ def decode_transport(data: bytes, off: int, ethertype: int) -> Transport:
         if end < l4 + 8:
             raise DecodeError("truncated_udp")
         return proto, addrs + data[l4 : l4 + 4], l4, l4 + 8, end, truncated
+    if l4 > end:
+        # The IPv4 options were cut by the snap length, or IPv6 extension headers ran past the
+        # payload length: there is no upper-layer header to point at.
+        raise DecodeError("truncated_ip" if truncated else "bad_ip_total_length")
     return proto, b"", l4, l4, end, truncated
 
 
 def _ipv6_extensions(data: bytes, nxt: int, pos: int) -> tuple[int, int]:
     """Skip IPv6 extension headers; return the upper-layer protocol and its offset."""
-    for _ in range(_MAX_EXT_HEADERS):
+    # One pass more than the limit: the last pass only recognises the upper-layer protocol.
+    for _ in range(_MAX_EXT_HEADERS + 1):
         if nxt in _IPV6_EXT:
             if len(data) < pos + 2:
                 raise DecodeError("truncated_ip")

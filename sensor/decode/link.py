@@ -44,11 +44,12 @@ def network_offset(linktype: int, data: bytes) -> tuple[int, int]:
     if linktype == LINKTYPE_LINUX_SLL:
         if len(data) < 16:
             raise DecodeError("truncated_link")
-        return _after_ethertype(data, 14)
+        return _after_ethertype(data, (data[14] << 8) | data[15], 16)
     if linktype == LINKTYPE_LINUX_SLL2:
         if len(data) < 20:
             raise DecodeError("truncated_link")
-        return 20, (data[0] << 8) | data[1]
+        # The protocol leads the header here; tags and PPPoE still follow the 20 bytes.
+        return _after_ethertype(data, (data[0] << 8) | data[1], 20)
     if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_ALT1, LINKTYPE_RAW_ALT2):
         return 0, _version_ethertype(data, 0)
     if linktype == LINKTYPE_IPV4:
@@ -73,13 +74,11 @@ def network_offset(linktype: int, data: bytes) -> tuple[int, int]:
 def _ethernet(data: bytes, type_at: int) -> tuple[int, int]:
     if len(data) < type_at + 2:
         raise DecodeError("truncated_link")
-    return _after_ethertype(data, type_at)
+    return _after_ethertype(data, (data[type_at] << 8) | data[type_at + 1], type_at + 2)
 
 
-def _after_ethertype(data: bytes, type_at: int) -> tuple[int, int]:
-    """Walk VLAN tags and a PPPoE session header starting at the ethertype field."""
-    ethertype = (data[type_at] << 8) | data[type_at + 1]
-    off = type_at + 2
+def _after_ethertype(data: bytes, ethertype: int, off: int) -> tuple[int, int]:
+    """Walk VLAN tags and a PPPoE session header that follow ``ethertype``, starting at ``off``."""
     tags = 0
     while ethertype in VLAN_TYPES:
         tags += 1
