@@ -152,7 +152,12 @@ def test_counters_for_non_ip_fragments_and_garbage() -> None:
         Ether() / IP(src=C, dst=S, flags="MF", frag=0) / UDP(sport=1, dport=2) / (b"x" * 20),
         Ether() / IP(src=C, dst=S, proto=1) / b"\x08\x00icmp",
     ]
-    rows = [*frames(pkts), (0, 1, b"\x00" * 13, 13), (0, 1, bytes(Ether(type=2048)) + b"E\x00", 16), (0, 9999, b"xx", 2)]
+    rows = [
+        *frames(pkts),
+        (0, 1, b"\x00" * 13, 13),
+        (0, 1, bytes(Ether(type=2048)) + b"E\x00", 16),
+        (0, 9999, b"xx", 2),
+    ]
     engine, _records = run([])
     engine.run(rows)
     s = engine.stats
