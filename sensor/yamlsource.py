@@ -54,7 +54,8 @@ def load_yaml(path: str, text: str | None = None) -> Located:
     return _convert(node, path)
 
 
-def _convert(node: yaml.Node, path: str) -> Located:
+def _convert(node: yaml.Node, path: str, where: str = "(top level)") -> Located:
+    """``where`` is the key path (``sanctioned[0].expires``) so value errors can name it."""
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Located] = {}
@@ -62,17 +63,21 @@ def _convert(node: yaml.Node, path: str) -> Located:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise SourceError(path, key_node.start_mark.line + 1, "keys must be plain strings")
             key = str(key_node.value)
+            inner = key if where == "(top level)" else f"{where}.{key}"
             if key in out:
-                raise SourceError(path, key_node.start_mark.line + 1, f"duplicate key {key!r}")
-            out[key] = _convert(value_node, path)
+                raise SourceError(path, key_node.start_mark.line + 1, f"{inner}: duplicate key")
+            out[key] = _convert(value_node, path, inner)
         return Located(out, line)
     if isinstance(node, yaml.SequenceNode):
-        return Located([_convert(item, path) for item in node.value], line)
+        return Located(
+            [_convert(item, path, f"{where}[{i}]") for i, item in enumerate(node.value)], line
+        )
     if isinstance(node, yaml.ScalarNode):
         try:
             value = yaml.SafeLoader(node.value).construct_object(node)
-        except yaml.YAMLError as exc:
-            raise SourceError(path, line, f"bad value: {exc}") from exc
+        except (yaml.YAMLError, ValueError) as exc:
+            # PyYAML raises ValueError for a scalar that looks like a date but is none (2024-02-30).
+            raise SourceError(path, line, f"{where}: bad value {node.value!r}: {exc}") from exc
         return Located(value, line)
     raise SourceError(path, line, "unsupported YAML node")
 

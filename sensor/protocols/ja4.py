@@ -7,24 +7,31 @@ Spec: FoxIO-LLC/ja4 ``technical_details/JA4.md``. GREASE values are ignored ever
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from types import MappingProxyType
+from typing import Final, Protocol
 
 EXT_SERVER_NAME = 0x0000
 EXT_ALPN = 0x0010
 
+# RFC 8701: the sixteen GREASE values 0x0A0A, 0x1A1A, ... 0xFAFA.
+GREASE_VALUES: Final = frozenset(range(0x0A0A, 0x10000, 0x1010))
+
 _EMPTY_HASH = "000000000000"
-_VERSION_CODES = (
-    (0x0304, "13"),
-    (0x0303, "12"),
-    (0x0302, "11"),
-    (0x0301, "10"),
-    (0x0300, "s3"),
-    (0x0002, "s2"),
-    (0xFEFF, "d1"),
-    (0xFEFD, "d2"),
-    (0xFEFC, "d3"),
+_VERSION_CODES: Final = MappingProxyType(
+    {
+        0x0304: "13",
+        0x0303: "12",
+        0x0302: "11",
+        0x0301: "10",
+        0x0300: "s3",
+        0x0002: "s2",
+        0xFEFF: "d1",
+        0xFEFD: "d2",
+        0xFEFC: "d3",
+    }
 )
 _TRANSPORTS = frozenset({"t", "q", "d"})
 
@@ -67,32 +74,56 @@ def ja4(hello: Ja4Input, transport: str = "t") -> str:
     """JA4 of a ClientHello; ``transport`` is "t" (TCP), "q" (QUIC) or "d" (DTLS)."""
     if transport not in _TRANSPORTS:
         raise ValueError(f"transport must be one of t, q, d, not {transport!r}")
-    ciphers = [c for c in hello.cipher_suites if not is_grease(c)]
-    extensions = [e for e in hello.extensions if not is_grease(e)]
-    sigalgs = [s for s in hello.signature_algorithms if not is_grease(s)]
-    sni = "d" if EXT_SERVER_NAME in extensions else "i"
-    first_alpn = hello.alpn_raw[0] if hello.alpn_raw else b""
-    part_a = (
-        f"{transport}{_version_code(hello)}{sni}"
-        f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{alpn_chars(first_alpn)}"
+    return ja4_of(
+        transport,
+        hello.legacy_version,
+        hello.versions,
+        hello.cipher_suites,
+        hello.extensions,
+        hello.signature_algorithms,
+        hello.alpn_raw[0] if hello.alpn_raw else b"",
     )
-    cipher_hash = _hash12(",".join(f"{c:04x}" for c in sorted(ciphers)))
+
+
+def ja4_of(
+    transport: str,
+    legacy_version: int,
+    versions: Sequence[int],
+    cipher_suites: Sequence[int],
+    extensions: Sequence[int],
+    signature_algorithms: Sequence[int],
+    first_alpn: bytes,
+) -> str:
+    """JA4 from the fields themselves (``ja4`` without a hello object; no transport check)."""
+    grease = GREASE_VALUES
+    ciphers = sorted([c for c in cipher_suites if c not in grease])
+    exts = [e for e in extensions if e not in grease]
+    sni = "d" if EXT_SERVER_NAME in exts else "i"
+    offered = [v for v in versions if v not in grease]
+    version = max(offered) if offered else legacy_version
     # SNI and ALPN are already in part a; dropping them keeps part c stable per client.
-    hashed_exts = sorted(e for e in extensions if e not in (EXT_SERVER_NAME, EXT_ALPN))
-    ext_text = ",".join(f"{e:04x}" for e in hashed_exts)
-    if sigalgs:
-        ext_text += "_" + ",".join(f"{s:04x}" for s in sigalgs)
-    ext_hash = _hash12(ext_text) if hashed_exts else _EMPTY_HASH
-    return f"{part_a}_{cipher_hash}_{ext_hash}"
+    hashed_exts = sorted([e for e in exts if e != EXT_SERVER_NAME and e != EXT_ALPN])
+    if hashed_exts:
+        ext_text = _hex_list(hashed_exts)
+        sigalgs = [s for s in signature_algorithms if s not in grease]
+        if sigalgs:
+            ext_text += "_" + _hex_list(sigalgs)
+        ext_hash = _hash12(ext_text)
+    else:
+        ext_hash = _EMPTY_HASH
+    return (
+        f"{transport}{_VERSION_CODES.get(version, '00')}{sni}"
+        f"{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{alpn_chars(first_alpn)}"
+        f"_{_hash12(_hex_list(ciphers))}_{ext_hash}"
+    )
 
 
-def _version_code(hello: Ja4Input) -> str:
-    offered = [v for v in hello.versions if not is_grease(v)]
-    version = max(offered) if offered else hello.legacy_version
-    for value, code in _VERSION_CODES:
-        if value == version:
-            return code
-    return "00"
+def _hex_list(values: list[int]) -> str:
+    """Values as comma-separated 4-digit lowercase hex, e.g. "002f,0035"."""
+    try:
+        return struct.pack(f">{len(values)}H", *values).hex(",", 2)
+    except struct.error:  # a value outside u16 (only from a hand-built Ja4Input)
+        return ",".join(f"{v:04x}" for v in values)
 
 
 def alpn_chars(first: bytes) -> str:

@@ -3,14 +3,19 @@
 It reads records and reassembles handshake messages across records, and keeps the
 ClientHello, ServerHello, the first Certificate message (TLS <= 1.2) and whether a
 CertificateRequest was seen. It stops where the handshake stops being readable.
+
+It runs on the first bytes of every TLS flow, again each time a segment adds bytes, so it
+reads fields with integer offsets into one bytes object (no reader object, no call per field).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from typing import Final
 
 from sensor.protocols.errors import ParseError
-from sensor.protocols.ja4 import Ja4Fields, is_grease, ja4
+from sensor.protocols.ja4 import GREASE_VALUES, ja4_of
 
 CT_CHANGE_CIPHER_SPEC = 20
 CT_ALERT = 21
@@ -44,10 +49,17 @@ MAX_HELLO_BODY = (
 
 # Handshake types from the IANA registry; anything else in a cleartext record is not TLS.
 _KNOWN_HANDSHAKE_TYPES = frozenset({*range(0, 7), *range(8, 18), *range(20, 27), 254})
+_RECORD_TYPES: Final = frozenset(
+    {CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA, CT_HEARTBEAT}
+)
 # RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest (more cleartext follows).
 _HELLO_RETRY_RANDOM = bytes.fromhex(
     "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
 )
+_RECORD_HEADER: Final = struct.Struct(">BHH")  # content type, version, length
+_U16: Final = struct.Struct(">H")
+_U16_PAIR: Final = struct.Struct(">HH")  # extension type and length
+_HELLO_FIXED = 2 + RANDOM_LENGTH  # legacy_version, random: then the session_id length byte
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,179 +103,202 @@ def looks_like_tls(data: bytes) -> bool:
     return len(data) >= 3 and data[0] == CT_HANDSHAKE and data[1] == 3 and data[2] <= 4
 
 
-class _Reader:
-    """Bounds-checked big-endian reader over one bytes object."""
-
-    __slots__ = ("_data", "_end", "_pos", "_what")
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data = data
-        self._pos = 0
-        self._end = len(data)
-        self._what = what
-
-    @property
-    def remaining(self) -> int:
-        return self._end - self._pos
-
-    def take(self, count: int) -> bytes:
-        if count > self.remaining:
-            raise ParseError(f"{self._what}: needs {count} bytes, {self.remaining} left")
-        start = self._pos
-        self._pos += count
-        return self._data[start : self._pos]
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def u24(self) -> int:
-        return int.from_bytes(self.take(3), "big")
-
-    def vector8(self) -> bytes:
-        return self.take(self.u8())
-
-    def vector16(self) -> bytes:
-        return self.take(self.u16())
-
-    def vector24(self) -> bytes:
-        return self.take(self.u24())
-
-    def expect_end(self) -> None:
-        if self.remaining:
-            raise ParseError(f"{self._what}: {self.remaining} trailing bytes")
+# --- field readers: (data, start, end) of the enclosing structure, checked against `end` ----
 
 
-def _u16_list(data: bytes, what: str) -> tuple[int, ...]:
-    if len(data) % 2:
-        raise ParseError(f"{what}: odd length {len(data)}")
-    return tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+def _u16_tuple(data: bytes, start: int, end: int, what: str) -> tuple[int, ...]:
+    """The big-endian u16 values that exactly fill data[start:end]."""
+    length = end - start
+    if length & 1:
+        raise ParseError(f"{what}: odd length {length}")
+    return struct.unpack_from(f">{length >> 1}H", data, start)
+
+
+def _vector16_end(data: bytes, pos: int, end: int, what: str) -> int:
+    """End of the u16-length-prefixed vector at `pos` (its content starts at pos + 2)."""
+    if end - pos < 2:
+        raise ParseError(f"{what}: needs 2 bytes, {end - pos} left")
+    stop = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+    if stop > end:
+        raise ParseError(f"{what}: needs {stop - pos - 2} bytes, {end - pos - 2} left")
+    return stop
 
 
 def _text(raw: bytes) -> str:
     """Wire text as a valid str with control characters escaped (safe for terminals)."""
     text = raw.decode("utf-8", "backslashreplace")
+    if text.isascii() and text.isprintable():  # the usual case: nothing to escape
+        return text
     return "".join(
         f"\\x{ord(ch):02x}" if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F else ch for ch in text
     )
 
 
-def _extensions(reader: _Reader, what: str) -> list[tuple[int, bytes]]:
-    """The optional extensions block that ends a hello (absent in old SSLv3/TLS 1.0 hellos)."""
-    if reader.remaining == 0:
-        return []
-    block = _Reader(reader.vector16(), what)
-    reader.expect_end()
-    out: list[tuple[int, bytes]] = []
-    while block.remaining:
-        ext_type = block.u16()
-        out.append((ext_type, block.vector16()))
-    return out
-
-
-def _server_name(data: bytes) -> str:
-    names = _Reader(_Reader(data, "server_name").vector16(), "server_name list")
-    while names.remaining:
-        name_type = names.u8()
-        name = names.vector16()
-        if name_type == 0:  # host_name
-            return _text(name)
+def _server_name(data: bytes, start: int, end: int) -> str:
+    """The first host_name of a server_name extension ("" if it names none)."""
+    # Bytes after the name list are ignored, and so are entries after the first host_name.
+    stop = _vector16_end(data, start, end, "server_name")
+    pos = start + 2
+    while pos < stop:  # bounded: each pass moves pos forward by at least 3
+        if stop - pos < 3:
+            raise ParseError("server_name list: truncated entry")
+        name_start = pos + 3
+        pos = name_start + ((data[pos + 1] << 8) | data[pos + 2])
+        if pos > stop:
+            raise ParseError("server_name list: name runs past the list")
+        if data[name_start - 3] == 0:  # host_name
+            return _text(data[name_start:pos])
     return ""
 
 
-def _alpn_names(data: bytes) -> tuple[bytes, ...]:
-    outer = _Reader(data, "alpn")
-    names = _Reader(outer.vector16(), "alpn list")
-    outer.expect_end()
-    out: list[bytes] = []
-    while names.remaining:
-        out.append(names.vector8())
-    return tuple(out)
+def _alpn_names(data: bytes, start: int, end: int) -> tuple[bytes, ...]:
+    stop = _vector16_end(data, start, end, "alpn")
+    if stop != end:
+        raise ParseError(f"alpn: {end - stop} trailing bytes")
+    names: list[bytes] = []
+    pos = start + 2
+    while pos < stop:  # bounded: each pass moves pos forward by at least 1
+        name_start = pos + 1
+        pos = name_start + data[pos]
+        if pos > stop:
+            raise ParseError("alpn list: name runs past the list")
+        names.append(data[name_start:pos])
+    return tuple(names)
 
 
-def _prefixed_u16_list(data: bytes, what: str, *, prefix8: bool = False) -> tuple[int, ...]:
-    outer = _Reader(data, what)
-    values = _u16_list(outer.vector8() if prefix8 else outer.vector16(), what)
-    outer.expect_end()
-    return values
+def _prefixed_u16s(data: bytes, start: int, end: int, what: str) -> tuple[int, ...]:
+    """A u16-length-prefixed list of u16 values that fills data[start:end] exactly."""
+    stop = _vector16_end(data, start, end, what)
+    if stop != end:
+        raise ParseError(f"{what}: {end - stop} trailing bytes")
+    return _u16_tuple(data, start + 2, stop, what)
+
+
+def _supported_versions(data: bytes, start: int, end: int) -> tuple[int, ...]:
+    """ClientHello supported_versions (a u8-length-prefixed list), GREASE removed."""
+    if start >= end:
+        raise ParseError("supported_versions: needs 1 byte, 0 left")
+    stop = start + 1 + data[start]
+    if stop != end:
+        raise ParseError("supported_versions: list length does not fill the extension")
+    offered = _u16_tuple(data, start + 1, stop, "supported_versions")
+    return tuple([v for v in offered if v not in GREASE_VALUES])
+
+
+def _hello_start(body: bytes, what: str) -> int:
+    """Check legacy_version, random and session_id; return the offset after session_id."""
+    if len(body) <= _HELLO_FIXED:
+        raise ParseError(f"{what}: shorter than version, random and session_id")
+    session_id_length = body[_HELLO_FIXED]
+    pos = _HELLO_FIXED + 1 + session_id_length
+    if pos > len(body):
+        raise ParseError(f"{what}: session_id runs past the message")
+    if session_id_length > MAX_SESSION_ID_LENGTH:
+        raise ParseError(f"{what}: session_id longer than 32 bytes")
+    return pos
+
+
+def _extensions_start(body: bytes, pos: int, what: str) -> int:
+    """Check the optional extensions block at `pos` fills the rest of the body; return
+    where its entries start (len(body) when the block is absent, as in old SSLv3/TLS 1.0)."""
+    end = len(body)
+    if pos == end:
+        return end
+    if _vector16_end(body, pos, end, what) != end:
+        raise ParseError(f"{what}: trailing bytes after the extensions")
+    return pos + 2
 
 
 def parse_client_hello_body(body: bytes, record_version: int) -> ClientHello:
     """Parse a ClientHello handshake body (after the 4-byte handshake header)."""
-    reader = _Reader(body, "ClientHello")
-    legacy_version = reader.u16()
-    reader.take(RANDOM_LENGTH)
-    if len(reader.vector8()) > MAX_SESSION_ID_LENGTH:
-        raise ParseError("ClientHello: session_id longer than 32 bytes")
-    cipher_suites = _u16_list(reader.vector16(), "cipher_suites")
-    reader.vector8()  # compression methods
+    end = len(body)
+    pos = _hello_start(body, "ClientHello")
+    ciphers_end = _vector16_end(body, pos, end, "cipher_suites")
+    cipher_suites = _u16_tuple(body, pos + 2, ciphers_end, "cipher_suites")
+    if ciphers_end >= end:
+        raise ParseError("ClientHello: compression methods missing")
+    pos = ciphers_end + 1 + body[ciphers_end]  # compression methods
+    if pos > end:
+        raise ParseError("ClientHello: compression methods run past the message")
     server_name: str | None = None
     alpn_raw: tuple[bytes, ...] = ()
     versions: tuple[int, ...] = ()
     sigalgs: tuple[int, ...] = ()
     groups: tuple[int, ...] = ()
     ext_types: list[int] = []
-    for ext_type, data in _extensions(reader, "ClientHello extensions"):
+    pos = _extensions_start(body, pos, "ClientHello extensions")
+    unpack_header = _U16_PAIR.unpack_from
+    while pos < end:  # bounded: each pass moves pos forward by at least 4
+        if end - pos < 4:
+            raise ParseError("ClientHello extensions: truncated extension header")
+        ext_type, length = unpack_header(body, pos)
+        start = pos + 4
+        pos = start + length
+        if pos > end:
+            raise ParseError(f"ClientHello extension {ext_type:#06x} runs past the block")
         ext_types.append(ext_type)
         if ext_type == EXT_SERVER_NAME:
-            server_name = _server_name(data)
-        elif ext_type == EXT_ALPN:
-            alpn_raw = _alpn_names(data)
-        elif ext_type == EXT_SUPPORTED_VERSIONS:
-            offered = _prefixed_u16_list(data, "supported_versions", prefix8=True)
-            versions = tuple(v for v in offered if not is_grease(v))
-        elif ext_type == EXT_SIGNATURE_ALGORITHMS:
-            sigalgs = _prefixed_u16_list(data, "signature_algorithms")
+            server_name = _server_name(body, start, pos)
         elif ext_type == EXT_SUPPORTED_GROUPS:
-            groups = _prefixed_u16_list(data, "supported_groups")
+            groups = _prefixed_u16s(body, start, pos, "supported_groups")
+        elif ext_type == EXT_SIGNATURE_ALGORITHMS:
+            sigalgs = _prefixed_u16s(body, start, pos, "signature_algorithms")
+        elif ext_type == EXT_ALPN:
+            alpn_raw = _alpn_names(body, start, pos)
+        elif ext_type == EXT_SUPPORTED_VERSIONS:
+            versions = _supported_versions(body, start, pos)
     extensions = tuple(ext_types)
-    fingerprint = ja4(
-        Ja4Fields(
-            legacy_version=legacy_version,
-            versions=versions,
-            cipher_suites=cipher_suites,
-            extensions=extensions,
-            signature_algorithms=sigalgs,
-            alpn_raw=alpn_raw,
-        )
-    )
+    legacy_version = (body[0] << 8) | body[1]
     return ClientHello(
         record_version=record_version,
         legacy_version=legacy_version,
         versions=versions,
         server_name=server_name,
-        alpn=tuple(_text(name) for name in alpn_raw),
+        alpn=tuple([_text(name) for name in alpn_raw]),
         cipher_suites=cipher_suites,
         extensions=extensions,
         signature_algorithms=sigalgs,
         supported_groups=groups,
-        ja4=fingerprint,
+        ja4=ja4_of(
+            "t",
+            legacy_version,
+            versions,
+            cipher_suites,
+            extensions,
+            sigalgs,
+            alpn_raw[0] if alpn_raw else b"",
+        ),
         alpn_raw=alpn_raw,
     )
 
 
 def parse_server_hello_body(body: bytes) -> ServerHello:
     """Parse a ServerHello handshake body (after the 4-byte handshake header)."""
-    reader = _Reader(body, "ServerHello")
-    legacy_version = reader.u16()
-    random = reader.take(RANDOM_LENGTH)
-    if len(reader.vector8()) > MAX_SESSION_ID_LENGTH:
-        raise ParseError("ServerHello: session_id longer than 32 bytes")
-    cipher_suite = reader.u16()
-    reader.u8()  # compression method
+    end = len(body)
+    pos = _hello_start(body, "ServerHello")
+    if end - pos < 3:
+        raise ParseError("ServerHello: cipher suite or compression method missing")
+    cipher_suite = (body[pos] << 8) | body[pos + 1]
+    legacy_version = (body[0] << 8) | body[1]
     version = legacy_version
     alpn: str | None = None
     ext_types: list[int] = []
-    for ext_type, data in _extensions(reader, "ServerHello extensions"):
+    pos = _extensions_start(body, pos + 3, "ServerHello extensions")
+    while pos < end:  # bounded: each pass moves pos forward by at least 4
+        if end - pos < 4:
+            raise ParseError("ServerHello extensions: truncated extension header")
+        ext_type, length = _U16_PAIR.unpack_from(body, pos)
+        start = pos + 4
+        pos = start + length
+        if pos > end:
+            raise ParseError(f"ServerHello extension {ext_type:#06x} runs past the block")
         ext_types.append(ext_type)
         if ext_type == EXT_SUPPORTED_VERSIONS:
-            chosen = _Reader(data, "supported_versions")
-            version = chosen.u16()
-            chosen.expect_end()
+            if length != 2:  # the chosen version, with no list length
+                raise ParseError(f"ServerHello supported_versions: {length} bytes, not 2")
+            version = (body[start] << 8) | body[start + 1]
         elif ext_type == EXT_ALPN:
-            names = _alpn_names(data)
+            names = _alpn_names(body, start, pos)
             if len(names) != 1:
                 raise ParseError(f"ServerHello: ALPN must name one protocol, not {len(names)}")
             alpn = _text(names[0])
@@ -273,18 +308,27 @@ def parse_server_hello_body(body: bytes) -> ServerHello:
         cipher_suite=cipher_suite,
         extensions=tuple(ext_types),
         alpn=alpn,
-        hello_retry_request=random == _HELLO_RETRY_RANDOM,
+        hello_retry_request=body[2 : 2 + RANDOM_LENGTH] == _HELLO_RETRY_RANDOM,
     )
 
 
 def parse_certificate_body(body: bytes) -> tuple[bytes, ...]:
     """DER blobs of a TLS <= 1.2 Certificate message body, leaf first."""
-    outer = _Reader(body, "Certificate")
-    chain = _Reader(outer.vector24(), "certificate_list")
-    outer.expect_end()
+    end = len(body)
+    if end < 3:
+        raise ParseError(f"Certificate: needs 3 bytes, {end} left")
+    if 3 + ((body[0] << 16) | (body[1] << 8) | body[2]) != end:
+        raise ParseError("Certificate: certificate_list length does not fill the message")
     certs: list[bytes] = []
-    while chain.remaining:
-        certs.append(chain.vector24())
+    pos = 3
+    while pos < end:  # bounded: each pass moves pos forward by at least 3
+        if end - pos < 3:
+            raise ParseError("certificate_list: truncated certificate length")
+        start = pos + 3
+        pos = start + ((body[pos] << 16) | (body[pos + 1] << 8) | body[pos + 2])
+        if pos > end:
+            raise ParseError("certificate_list: certificate runs past the list")
+        certs.append(body[start:pos])
     return tuple(certs)
 
 
@@ -314,25 +358,6 @@ class _Progress:
         )
 
 
-def _record_header(data: bytes, pos: int) -> tuple[int, int, int]:
-    content_type = data[pos]
-    version = int.from_bytes(data[pos + 1 : pos + 3], "big")
-    length = int.from_bytes(data[pos + 3 : pos + 5], "big")
-    if content_type not in (
-        CT_CHANGE_CIPHER_SPEC,
-        CT_ALERT,
-        CT_HANDSHAKE,
-        CT_APPLICATION_DATA,
-        CT_HEARTBEAT,
-    ):
-        raise ParseError(f"record at {pos}: content type {content_type} is not TLS")
-    if version >> 8 != 3 or version & 0xFF > 4:
-        raise ParseError(f"record at {pos}: version {version:#06x} is not TLS")
-    if length > MAX_RECORD_LENGTH:
-        raise ParseError(f"record at {pos}: length {length} exceeds {MAX_RECORD_LENGTH}")
-    return content_type, version, length
-
-
 def parse_tls_stream(data: bytes) -> TlsStream | None:
     """Parse the in-order bytes of one direction from the start of a TCP stream.
 
@@ -340,69 +365,94 @@ def parse_tls_stream(data: bytes) -> TlsStream | None:
     cleartext part), a TlsStream with what is complete so far otherwise. Raises ParseError
     when the bytes are not TLS.
     """
+    total = len(data)
     progress = _Progress()
-    handshake = bytearray()  # handshake bytes of all records read so far
-    consumed = 0  # start of the next unparsed message in `handshake`
-    record_version: int | None = None
+    # Messages are parsed in place in `data` while they do not straddle records; `carry`
+    # holds the start of one that does, and grows until the message is complete.
+    carry = bytearray()
+    record_version = -1
     pos = 0
-    while not progress.done and len(data) - pos >= RECORD_HEADER_LENGTH:
-        content_type, version, length = _record_header(data, pos)
-        if record_version is None:
+    while not progress.done and total - pos >= RECORD_HEADER_LENGTH:
+        content_type, version, length = _RECORD_HEADER.unpack_from(data, pos)
+        if content_type not in _RECORD_TYPES:
+            raise ParseError(f"record at {pos}: content type {content_type} is not TLS")
+        if version >> 8 != 3 or version & 0xFF > 4:
+            raise ParseError(f"record at {pos}: version {version:#06x} is not TLS")
+        if length > MAX_RECORD_LENGTH:
+            raise ParseError(f"record at {pos}: length {length} exceeds {MAX_RECORD_LENGTH}")
+        if record_version < 0:
             record_version = version
         if length == 0 and content_type != CT_APPLICATION_DATA:
             # RFC 5246 6.2.1 forbids empty handshake, alert and CCS fragments.
             raise ParseError(f"record at {pos}: empty record of content type {content_type}")
-        end = pos + RECORD_HEADER_LENGTH + length
-        if end > len(data):
+        start = pos + RECORD_HEADER_LENGTH
+        end = start + length
+        if end > total:
             break  # partial trailing record: not usable yet
+        pos = end
         if content_type == CT_CHANGE_CIPHER_SPEC and progress.awaiting_server_hello():
-            # TLS 1.3 compatibility CCS after a HelloRetryRequest: the real ServerHello follows.
-            pos = end
-            continue
+            continue  # TLS 1.3 compatibility CCS after a HelloRetryRequest: more cleartext
         if content_type != CT_HANDSHAKE:
             # CCS, alert, application data or heartbeat: what follows is not cleartext handshake.
             progress.done = True
             break
-        handshake += data[pos + RECORD_HEADER_LENGTH : end]
-        pos = end
-        consumed = _parse_messages(handshake, consumed, record_version, progress)
+        if carry:
+            carry += data[start:end]
+            used = _parse_messages(carry, 0, len(carry), record_version, progress)
+            if used:
+                del carry[:used]
+        else:
+            used = _parse_messages(data, start, end, record_version, progress)
+            if used < end:
+                carry += data[used:end]
     return progress.result()
 
 
-def _parse_messages(buffer: bytearray, start: int, record_version: int, out: _Progress) -> int:
-    """Parse every complete handshake message from `start`; return where parsing stopped."""
-    pos = start
-    while not out.done and len(buffer) - pos >= HANDSHAKE_HEADER_LENGTH:
+def _parse_messages(
+    buffer: bytes | bytearray, pos: int, end: int, record_version: int, out: _Progress
+) -> int:
+    """Parse every complete handshake message in buffer[pos:end]; return where parsing stopped."""
+    while not out.done and end - pos >= HANDSHAKE_HEADER_LENGTH:
         msg_type = buffer[pos]
-        length = int.from_bytes(buffer[pos + 1 : pos + 4], "big")
+        length = (buffer[pos + 1] << 16) | (buffer[pos + 2] << 8) | buffer[pos + 3]
         if msg_type not in _KNOWN_HANDSHAKE_TYPES:
             raise ParseError(f"handshake type {msg_type} is not TLS")
         if out.messages == 0:
-            if msg_type not in (HS_CLIENT_HELLO, HS_SERVER_HELLO):
+            if msg_type != HS_CLIENT_HELLO and msg_type != HS_SERVER_HELLO:
                 raise ParseError(f"stream starts with handshake type {msg_type}, not a hello")
             if length > MAX_HELLO_BODY:
                 raise ParseError(f"hello of {length} bytes exceeds what its fields allow")
         body_start = pos + HANDSHAKE_HEADER_LENGTH
-        if len(buffer) - body_start < length:
+        body_end = body_start + length
+        if body_end > end:
             break
-        body = bytes(buffer[body_start : body_start + length])
-        pos = body_start + length
+        pos = body_end
         out.messages += 1
-        _apply_message(msg_type, body, record_version, out)
+        _apply_message(msg_type, buffer, body_start, body_end, record_version, out)
     return pos
 
 
-def _apply_message(msg_type: int, body: bytes, record_version: int, out: _Progress) -> None:
-    if msg_type == HS_CLIENT_HELLO and out.client_hello is None:
-        out.client_hello = parse_client_hello_body(body, record_version)
-    elif msg_type == HS_SERVER_HELLO and (out.server_hello is None or out.awaiting_server_hello()):
-        # A HelloRetryRequest is kept until the real ServerHello replaces it.
-        out.server_hello = parse_server_hello_body(body)
-        # TLS 1.3 encrypts everything after the (real) ServerHello.
-        version = out.server_hello.version
-        is_tls13 = version == TLS13 or version >> 8 == TLS13_DRAFT_MAJOR
-        out.done = is_tls13 and not out.server_hello.hello_retry_request
-    elif msg_type == HS_CERTIFICATE and out.certificates is None:
-        out.certificates = parse_certificate_body(body)
+def _apply_message(
+    msg_type: int,
+    buffer: bytes | bytearray,
+    start: int,
+    end: int,
+    record_version: int,
+    out: _Progress,
+) -> None:
+    if msg_type == HS_CLIENT_HELLO:
+        if out.client_hello is None:
+            out.client_hello = parse_client_hello_body(bytes(buffer[start:end]), record_version)
+    elif msg_type == HS_SERVER_HELLO:
+        if out.server_hello is None or out.awaiting_server_hello():
+            # A HelloRetryRequest is kept until the real ServerHello replaces it.
+            hello = out.server_hello = parse_server_hello_body(bytes(buffer[start:end]))
+            # TLS 1.3 encrypts everything after the (real) ServerHello.
+            version = hello.version
+            is_tls13 = version == TLS13 or version >> 8 == TLS13_DRAFT_MAJOR
+            out.done = is_tls13 and not hello.hello_retry_request
+    elif msg_type == HS_CERTIFICATE:
+        if out.certificates is None:
+            out.certificates = parse_certificate_body(bytes(buffer[start:end]))
     elif msg_type == HS_CERTIFICATE_REQUEST:
         out.certificate_request = True
