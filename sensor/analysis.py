@@ -1,13 +1,16 @@
 """Wires the stages behind the engine in a fixed, visible order.
 
-  engine (decode, flows, parsers) -> flow record
-    -> sinks.flow                      (every flow, when --flows)
-    -> detector.detect                 (signatures -> evidence)
-    -> sessions.add                    (evidence of one or more flows -> one session)
-    -> policy.judge                    (sanctioned or not, severity)
-    -> sinks.session, metrics
-    -> alerts (condense -> throttle)   (unsanctioned and confident enough)
-    -> sinks.alert, metrics
+  Detection (one per worker process):
+    engine (decode, flows, parsers) -> flow record
+      -> on_flow                         (every flow, when --flows)
+      -> detector.detect                 (signatures -> evidence)
+      -> sessions.add                    (evidence of one or more flows -> one session)
+      -> on_session
+  Verdicts (once per sensor, so the policy and alert limits are global):
+      -> policy.judge                    (sanctioned or not, severity)
+      -> sinks.session, metrics
+      -> alerts (condense -> throttle)   (unsanctioned and confident enough)
+      -> sinks.alert, metrics
 
 DNS answers reach the detector as soon as they are parsed, before the flows they name end, so
 relays reached without SNI can be attributed.
@@ -15,13 +18,15 @@ relays reached without SNI can be attributed.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from sensor.alerts.stage import AlertStage
 from sensor.capture.files import Frame
-from sensor.config import Settings
-from sensor.flows.table import Flow
+from sensor.config import PolicySettings
+from sensor.flows.table import Flow, FlowSettings
 from sensor.metrics import EngineSnapshot, Metrics, protocol_label
 from sensor.model import Alert, FlowRecord, Session
 from sensor.pipeline import Engine
@@ -47,45 +52,33 @@ class SessionStage(Protocol):
     def flush(self) -> list[Session]: ...
 
 
-class Analysis:
-    """One engine and the stages after it."""
+class Detection:
+    """One engine and the stages that turn its flows into sessions."""
 
     def __init__(
         self,
-        settings: Settings,
+        settings: FlowSettings,
         detector: Detector,
         sessions: SessionStage,
-        sinks: Sequence[Sink],
-        metrics: Metrics | None = None,
+        on_session: Callable[[Session], None],
+        on_flow: Callable[[FlowRecord], None] | None = None,
         on_tick: Callable[[int], None] | None = None,
     ) -> None:
-        self.engine = Engine(settings.flows, self._on_flow, self._on_dns, self._tick)
+        self.engine = Engine(settings, self._on_flow, self._on_dns, self._tick)
         self.detector = detector
         self.sessions = sessions
-        self.policy = Policy(settings.policy)
-        self.alerts = AlertStage(settings.policy, self._on_alert)
-        self.sinks = sinks
-        self.metrics = metrics
+        self.on_session = on_session
+        self.on_flow = on_flow
         self.on_tick = on_tick
-        self.session_counts: dict[str, int] = {}
-        self.alert_count = 0
 
     def run(self, frames: Iterable[Frame]) -> None:
         self.engine.run(frames)
 
     def finish(self) -> None:
-        """End all flows, sessions and alert windows, and close the sinks."""
+        """End all flows and sessions."""
         self.engine.flush()
         for session in self.sessions.flush():
-            self._emit(session)
-        self.alerts.flush()
-        for sink in self.sinks:
-            sink.close()
-
-    def reconfigure(self, settings: Settings) -> None:
-        """Apply a new policy to sessions judged from now on (a reload)."""
-        self.policy = Policy(settings.policy)
-        self.alerts.settings = settings.policy
+            self.on_session(session)
 
     def snapshot(self) -> EngineSnapshot:
         e = self.engine
@@ -101,7 +94,6 @@ class Analysis:
             flows_active=t.active,
             flows_ended=tuple(t.ended_by.items()),
             last_packet_ns=e.stats.last_packet_ns,
-            alerts_suppressed=tuple(self.alerts.suppressed.items()),
         )
 
     def _on_dns(self, ts: int, flow: Flow, message: DnsMessage) -> None:
@@ -109,23 +101,46 @@ class Analysis:
         self.detector.dns_answer(ts, flow.key[:half], message)
 
     def _on_flow(self, record: FlowRecord) -> None:
-        for sink in self.sinks:
-            sink.flow(record)
+        if self.on_flow is not None:
+            self.on_flow(record)
         session = self.detector.detect(record)
         if session is not None:
-            for forced in self.sessions.add(session):
-                self._emit(forced)
+            for done in self.sessions.add(session):
+                self.on_session(done)
 
     def _tick(self, now_ns: int) -> None:
-        """Once per second of packet time: close idle sessions and alert windows."""
+        """Once per second of packet time: hand on sessions nothing joined for a while."""
         for done in self.sessions.expire(now_ns):
-            self._emit(done)
-        self.alerts.expire(now_ns)
+            self.on_session(done)
         if self.on_tick is not None:
             self.on_tick(now_ns)
 
-    def _emit(self, session: Session) -> None:
-        session = self.policy.judge(session)
+
+class Verdicts:
+    """Policy, alerts, outputs and session/alert metrics."""
+
+    def __init__(
+        self, settings: PolicySettings, sinks: Sequence[Sink], metrics: Metrics | None = None
+    ) -> None:
+        self.policy = Policy(settings)
+        self.alerts = AlertStage(settings, self._on_alert, self._on_suppressed)
+        self.sinks = sinks
+        self.metrics = metrics
+        self.session_counts: dict[str, int] = {}
+        self.alert_count = 0
+        self._ids = itertools.count(1)
+
+    def reconfigure(self, settings: PolicySettings) -> None:
+        """Judge sessions from now on with a new policy (a reload)."""
+        self.policy = Policy(settings)
+        self.alerts.settings = settings
+
+    def flow(self, record: FlowRecord) -> None:
+        for sink in self.sinks:
+            sink.flow(record)
+
+    def session(self, session: Session) -> None:
+        session = self.policy.judge(dataclasses.replace(session, session_id=next(self._ids)))
         self.session_counts[session.verdict] = self.session_counts.get(session.verdict, 0) + 1
         if self.metrics is not None:
             m = self.metrics
@@ -136,6 +151,18 @@ class Analysis:
             sink.session(session)
         if self.policy.alertable(session):
             self.alerts.session(session)
+
+    def tick(self, now_ns: int) -> None:
+        self.alerts.expire(now_ns)
+
+    def finish(self) -> None:
+        self.alerts.flush()
+        for sink in self.sinks:
+            sink.close()
+
+    def _on_suppressed(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.alerts_suppressed.labels(reason).inc()
 
     def _on_alert(self, alert: Alert) -> None:
         self.alert_count += 1

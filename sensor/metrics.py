@@ -36,7 +36,6 @@ class EngineSnapshot:
     flows_active: int
     flows_ended: tuple[tuple[str, int], ...]
     last_packet_ns: int
-    alerts_suppressed: tuple[tuple[str, int], ...] = ()
 
 
 class EngineCollector(Collector):
@@ -72,10 +71,6 @@ class EngineCollector(Collector):
         active = GaugeMetricFamily("rmm_sensor_flows_active", "Flows in the flow table.")
         active.add_metric([], sum(s.flows_active for s in snaps))
         yield active
-        yield _labelled_counter(
-            "rmm_sensor_alerts_suppressed", "Alerts not sent: condensed into another or throttled.",
-            "reason", snaps, lambda s: s.alerts_suppressed,
-        )  # fmt: skip
         last = max((s.last_packet_ns for s in snaps), default=0)
         stamp = GaugeMetricFamily(
             "rmm_sensor_last_packet_timestamp_seconds", "Capture time of the newest packet read."
@@ -128,6 +123,14 @@ class Metrics:
             ["rule", "severity"],
             registry=registry,
         )
+        self.alerts_suppressed = Counter(
+            "rmm_sensor_alerts_suppressed",
+            "Alerts not sent: condensed into a follow-up, or over the rate limit.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("condensed", "throttled"):
+            self.alerts_suppressed.labels(reason)
         self.signatures = Gauge(
             "rmm_sensor_signatures_loaded",
             "Signatures loaded, by tool.",

@@ -8,7 +8,6 @@ DNS look-ups). A session is emitted once no flow has joined it for ``gap`` of pa
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 from sensor.model import Session
 from sensor.signatures.schema import CONFIDENCE_RANK
@@ -25,7 +24,6 @@ class SessionBuilder:
         self.max_open = max_open
         self.forced = 0  # sessions emitted early because too many were open
         self._open: dict[SessionKey, Session] = {}
-        self._ids = itertools.count(1)
 
     def add(self, s: Session) -> list[Session]:
         """Merge ``s`` into an open session or open a new one; return sessions forced out."""
@@ -57,7 +55,7 @@ class SessionBuilder:
         return s.start_ns, s.flow_ids[0] if s.flow_ids else 0
 
     def _finish(self, s: Session) -> Session:
-        return dataclasses.replace(s, session_id=next(self._ids))
+        return s
 
 
 def merge(a: Session, b: Session) -> Session:

@@ -32,9 +32,15 @@ class _Window:
 
 
 class AlertStage:
-    def __init__(self, settings: PolicySettings, emit: Callable[[Alert], None]) -> None:
+    def __init__(
+        self,
+        settings: PolicySettings,
+        emit: Callable[[Alert], None],
+        on_suppressed: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.emit = emit
+        self.on_suppressed = on_suppressed
         self.raised: dict[tuple[str, str], int] = {}  # (rule, severity) -> count
         self.suppressed: dict[str, int] = {}  # reason -> count
         self._windows: dict[CondenseKey, _Window] = {}
@@ -50,7 +56,7 @@ class AlertStage:
             window.repeats += 1
             window.last_ns = max(window.last_ns, s.end_ns)
             window.severity = _worse(window.severity, s.severity)
-            self.suppressed["condensed"] = self.suppressed.get("condensed", 0) + 1
+            self._suppress("condensed")
             return
         if window is not None:
             self._close(key, window)
@@ -91,6 +97,11 @@ class AlertStage:
             )
             self._send(follow)
 
+    def _suppress(self, reason: str) -> None:
+        self.suppressed[reason] = self.suppressed.get(reason, 0) + 1
+        if self.on_suppressed is not None:
+            self.on_suppressed(reason)
+
     def _send(self, alert: Alert) -> None:
         limit = self.settings.max_alerts_per_minute
         if limit:
@@ -99,7 +110,7 @@ class AlertStage:
             self._refill_ns = max(self._refill_ns, alert.ts_ns)
             self._tokens = min(float(limit), self._tokens + elapsed * limit / (60 * NS))
             if self._tokens < 1:
-                self.suppressed["throttled"] = self.suppressed.get("throttled", 0) + 1
+                self._suppress("throttled")
                 return
             self._tokens -= 1
         key = (alert.rule, alert.severity)

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 
-from sensor.analysis import Analysis, Sink
+from sensor.analysis import Detection, Sink, Verdicts
 from sensor.capture.files import CaptureError, Frame, read_frames
 from sensor.config import Settings, load_settings
 from sensor.fingerprints import ENRICHERS
@@ -62,24 +62,36 @@ def run(args: argparse.Namespace) -> int:
     metrics.start_series(index.tools, CHANNELS)
     for tool in index.tools:
         metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
-    analysis = Analysis(settings, Detector(index, ENRICHERS), SessionBuilder(), [sink], metrics)
-    registry.register(EngineCollector(lambda: [analysis.snapshot()]))
+    verdicts = Verdicts(settings.policy, [sink], metrics)
+    detection = Detection(
+        settings.flows,
+        Detector(index, ENRICHERS),
+        SessionBuilder(),
+        verdicts.session,
+        on_flow=verdicts.flow if args.flows else None,
+        on_tick=verdicts.tick,
+    )
+    registry.register(EngineCollector(lambda: [detection.snapshot()]))
     if args.config:
         # A long capture on stdin (tcpdump -w - | rmm-sensor analyze -) may see a new policy.
-        watcher = ConfigWatcher(args.config, settings, analysis.reconfigure, metrics)
+        watcher = ConfigWatcher(
+            args.config, settings, lambda s: verdicts.reconfigure(s.policy), metrics
+        )
         signal.signal(signal.SIGHUP, lambda _sig, _frame: watcher.request())
 
-        def tick(_now_ns: int) -> None:
+        def tick(now_ns: int) -> None:
+            verdicts.tick(now_ns)
             watcher.check()
 
-        analysis.on_tick = tick
+        detection.on_tick = tick
     errors = []
     for path in args.captures:
         try:
-            analysis.run(_progress(read_frames(path), path))
+            detection.run(_progress(read_frames(path), path))
         except CaptureError as exc:
             errors.append(str(exc))
-    analysis.finish()
+    detection.finish()
+    verdicts.finish()
     if args.metrics_out:
         try:
             write_to_textfile(args.metrics_out, registry)
@@ -89,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rmm-sensor: error: {message}", file=sys.stderr)
     if errors:
         return EXIT_ERROR
-    return EXIT_UNSANCTIONED if analysis.alert_count else EXIT_CLEAN
+    return EXIT_UNSANCTIONED if verdicts.alert_count else EXIT_CLEAN
 
 
 def _fail(message: str) -> int:

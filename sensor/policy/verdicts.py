@@ -92,8 +92,15 @@ def session_hosts(s: Session) -> set[str]:
     names = {s.server_name or "", s.instance or ""}
     names.update(v for k, v in s.attributes if k in ("relay_host", "resolved_name"))
     names.update(e.value for e in s.evidence if e.field in HOST_FIELDS)
-    return {n.lower().rstrip(".").rsplit(":", 1)[0] if n.count(":") == 1 else n.lower()
-            for n in names if n}  # fmt: skip
+    return {_bare_host(n) for n in names if n}
+
+
+def _bare_host(name: str) -> str:
+    """Lower-case, without port or trailing dot: ``Host.Example.:8040`` -> ``host.example``."""
+    name = name.lower()
+    if name.count(":") == 1:  # an IPv6 address has several colons and no port here
+        name = name.rsplit(":", 1)[0]
+    return name.rstrip(".")
 
 
 def host_matches(pattern: str, name: str) -> bool:
