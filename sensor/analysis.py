@@ -26,7 +26,7 @@ from typing import Protocol
 from sensor.alerts.stage import AlertStage
 from sensor.capture.files import Frame
 from sensor.config import PolicySettings
-from sensor.flows.table import Flow, FlowSettings
+from sensor.flows.table import FlowSettings
 from sensor.metrics import EngineSnapshot, Metrics, protocol_label
 from sensor.model import Alert, FlowRecord, Session
 from sensor.pipeline import Engine
@@ -63,8 +63,9 @@ class Detection:
         on_session: Callable[[Session], None],
         on_flow: Callable[[FlowRecord], None] | None = None,
         on_tick: Callable[[int], None] | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
-        self.engine = Engine(settings, self._on_flow, self._on_dns, self._tick)
+        self.engine = Engine(settings, self._on_flow, self._on_dns, self._tick, shard)
         self.detector = detector
         self.sessions = sessions
         self.on_session = on_session
@@ -96,9 +97,8 @@ class Detection:
             last_packet_ns=e.stats.last_packet_ns,
         )
 
-    def _on_dns(self, ts: int, flow: Flow, message: DnsMessage) -> None:
-        half = (len(flow.key) - 4) >> 1
-        self.detector.dns_answer(ts, flow.key[:half], message)
+    def _on_dns(self, ts: int, client: bytes, message: DnsMessage) -> None:
+        self.detector.dns_answer(ts, client, message)
 
     def _on_flow(self, record: FlowRecord) -> None:
         if self.on_flow is not None:

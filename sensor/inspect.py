@@ -17,7 +17,7 @@ DNS_PORTS = frozenset((53, 5353, 5355))
 MAX_DNS_MESSAGES = 32
 MAX_UDP_INSPECTED = 4  # datagrams per direction kept for non-DNS UDP
 
-DnsHook = Callable[[int, Flow, dns.DnsMessage], None]
+DnsHook = Callable[[int, bytes, dns.DnsMessage], None]  # packet time, client address, message
 
 
 class Inspector:
@@ -151,7 +151,19 @@ class Inspector:
         if len(flow.dns) < MAX_DNS_MESSAGES:
             flow.dns.append(msg)
         if msg.is_response and self.on_dns is not None:
-            self.on_dns(ts, flow, msg)
+            self.on_dns(ts, flow.key[: (len(flow.key) - 4) >> 1], msg)
+
+    def peek_dns(self, key: bytes, payload: bytes, ts: int) -> None:
+        """A DNS datagram of a flow another shard owns: feed the hook, keep nothing."""
+        if self.on_dns is None:
+            return
+        try:
+            msg = dns.parse_dns(payload)
+        except ParseError:
+            return
+        if msg.is_response:
+            half = (len(key) - 4) >> 1
+            self.on_dns(ts, key[half : 2 * half], msg)  # a response travels to the client
 
     # --- common ------------------------------------------------------------------------------
 

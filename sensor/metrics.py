@@ -36,6 +36,8 @@ class EngineSnapshot:
     flows_active: int
     flows_ended: tuple[tuple[str, int], ...]
     last_packet_ns: int
+    kernel_packets: int = 0  # live capture: what the kernel counted (PACKET_STATISTICS)
+    kernel_drops: int = 0
 
 
 class EngineCollector(Collector):
@@ -71,6 +73,16 @@ class EngineCollector(Collector):
         active = GaugeMetricFamily("rmm_sensor_flows_active", "Flows in the flow table.")
         active.add_metric([], sum(s.flows_active for s in snaps))
         yield active
+        yield _counter(
+            "rmm_sensor_kernel_packets",
+            "Packets the kernel passed to the capture ring (live capture).",
+            sum(s.kernel_packets for s in snaps),
+        )
+        yield _counter(
+            "rmm_sensor_kernel_drops",
+            "Packets the kernel dropped because the capture ring was full (live capture).",
+            sum(s.kernel_drops for s in snaps),
+        )
         last = max((s.last_packet_ns for s in snaps), default=0)
         stamp = GaugeMetricFamily(
             "rmm_sensor_last_packet_timestamp_seconds", "Capture time of the newest packet read."
@@ -155,6 +167,30 @@ class Metrics:
             "1 if the last configuration load succeeded, 0 if it failed.",
             registry=registry,
         )
+        self.output_failures = Counter(
+            "rmm_sensor_output_failures",
+            "Failed attempts to write an alert to an output (it stays spooled).",
+            ["output"],
+            registry=registry,
+        )
+        self.output_dropped = Counter(
+            "rmm_sensor_output_dropped_alerts",
+            "Alerts dropped because an output's spool was full.",
+            ["output"],
+            registry=registry,
+        )
+        self.output_spooled = Gauge(
+            "rmm_sensor_output_spooled_alerts",
+            "Alerts waiting for an output that is failing.",
+            ["output"],
+            registry=registry,
+        )
+        self.worker_restarts = Counter(
+            "rmm_sensor_worker_restarts",
+            "Worker processes restarted after they died.",
+            registry=registry,
+        )
+        self.workers = Gauge("rmm_sensor_workers", "Worker processes running.", registry=registry)
         info = Info("rmm_sensor_build", "Build information.", registry=registry)
         info.info({"version": __version__})
 

@@ -56,6 +56,7 @@ class Engine:
         on_flow: Callable[[FlowRecord], None],
         on_dns: DnsHook | None = None,
         on_tick: Callable[[int], None] | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.settings = settings
         self.on_flow = on_flow
@@ -64,6 +65,7 @@ class Engine:
         self.table = FlowTable(settings, self._flow_ended)
         self.inspector = Inspector(settings, on_dns)
         self.certs = CertCache()
+        self.shard_index, self.shards = shard
         self._next_expiry = 0
         self._internal_errors_logged = 0
 
@@ -73,6 +75,14 @@ class Engine:
     def flush(self) -> None:
         """End every open flow (end of input or shutdown)."""
         self.table.flush()
+
+    def advance(self, now_ns: int) -> None:
+        """Let time pass without packets (a quiet live interface): expire flows, tick."""
+        if now_ns >= self._next_expiry:
+            self._next_expiry = now_ns + NS
+            self.table.expire(now_ns)
+            if self.on_tick is not None:
+                self.on_tick(now_ns)
 
     def run(self, frames: Iterable[Frame]) -> None:
         """Process frames until the iterable ends (it may raise; counters stay consistent)."""
@@ -86,8 +96,13 @@ class Engine:
         udp_data = inspector.udp_data
         stop = inspector.stop
         limit = self.settings.stream_bytes
-        errors = stats.decode_errors
-        others = stats.other_protocols
+        shards = self.shards
+        shard_index = self.shard_index
+        peek_dns = inspector.peek_dns
+        # With shards, every shard reads every packet; only shard 0 counts the global counters.
+        counting = shard_index == 0
+        errors = stats.decode_errors if counting else {}
+        others = stats.other_protocols if counting else {}
         packets = bytes_seen = non_ip = 0
         next_expiry = self._next_expiry
         ts = stats.last_packet_ns
@@ -105,6 +120,17 @@ class Engine:
                             non_ip += 1
                             continue
                     proto, key, l4, start, end, truncated = decode_transport(data, off, ethertype)
+                    if shards > 1:
+                        n = len(key)
+                        # Symmetric (XOR) over the last byte of each address and port.
+                        if (
+                            n
+                            and (key[(n >> 1) - 3] ^ key[n - 5] ^ key[n - 3] ^ key[n - 1]) % shards
+                            != shard_index
+                        ):
+                            if proto == PROTO_UDP and (data[l4] << 8 | data[l4 + 1]) == 53:
+                                peek_dns(key, data[start:end], ts)  # attribution needs every answer
+                            continue
                     if proto == PROTO_TCP:
                         flags = data[l4 + 13]
                         d = tcp_get(key)
@@ -157,8 +183,9 @@ class Engine:
                     if self.on_tick is not None:
                         self.on_tick(ts)
         finally:
-            stats.packets += packets
-            stats.bytes += bytes_seen
-            stats.non_ip += non_ip
+            if counting:
+                stats.packets += packets
+                stats.bytes += bytes_seen
+                stats.non_ip += non_ip
             stats.last_packet_ns = ts
             self._next_expiry = next_expiry

@@ -16,6 +16,8 @@ from sensor.capture.files import CaptureError, Frame, read_frames
 from sensor.config import Settings, load_settings
 from sensor.fingerprints import ENRICHERS
 from sensor.fingerprints.detector import Detector
+from sensor.live.supervisor import Supervisor
+from sensor.live.worker import WorkerSpec
 from sensor.metrics import EngineCollector, Metrics
 from sensor.output.sinks import JsonLinesSink, TableSink
 from sensor.reload import ConfigWatcher
@@ -46,6 +48,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--signatures", metavar="DIR", help="signature directory")
     p.add_argument("--config", metavar="FILE", help="configuration file (policy, flow limits)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes; flows are sharded by a symmetric hash (default 1)",
+    )
     p.set_defaults(run=run)
 
 
@@ -63,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     for tool in index.tools:
         metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
     verdicts = Verdicts(settings.policy, [sink], metrics)
+    if args.workers != 1:
+        return _run_workers(args, settings, verdicts, registry)
     detection = Detection(
         settings.flows,
         Detector(index, ENRICHERS),
@@ -92,6 +103,35 @@ def run(args: argparse.Namespace) -> int:
             errors.append(str(exc))
     detection.finish()
     verdicts.finish()
+    if args.metrics_out:
+        try:
+            write_to_textfile(args.metrics_out, registry)
+        except OSError as exc:
+            errors.append(f"{args.metrics_out}: {exc.strerror or exc}")
+    for message in errors:
+        print(f"rmm-sensor: error: {message}", file=sys.stderr)
+    if errors:
+        return EXIT_ERROR
+    return EXIT_UNSANCTIONED if verdicts.alert_count else EXIT_CLEAN
+
+
+def _run_workers(
+    args: argparse.Namespace, settings: Settings, verdicts: Verdicts, registry: CollectorRegistry
+) -> int:
+    if args.workers < 1:
+        return _fail("--workers must be at least 1")
+    if "-" in args.captures:
+        return _fail("standard input cannot be shared by several workers")
+    captures = tuple(args.captures)
+    specs = [
+        WorkerSpec(i, settings, captures=captures, shards=args.workers, send_flows=args.flows)
+        for i in range(args.workers)
+    ]
+    supervisor = Supervisor(specs, verdicts, verdicts.metrics, restart=False)
+    registry.register(EngineCollector(supervisor.snapshots))
+    supervisor.run()
+    verdicts.finish()
+    errors = list(supervisor.errors)
     if args.metrics_out:
         try:
             write_to_textfile(args.metrics_out, registry)

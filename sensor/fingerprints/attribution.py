@@ -50,10 +50,15 @@ class AttributionCache:
         tool: str,
         channel: str,
         confidence: str,
-    ) -> None:
+    ) -> Attribution:
         ttl = min(max(ttl_s, self.min_ttl_s), self.max_ttl_s)
         entry = Attribution(address, name, signature, tool, channel, confidence, ts_ns,
                             ts_ns + ttl * NS)  # fmt: skip
+        self.put(entry)
+        return entry
+
+    def put(self, entry: Attribution) -> None:
+        address = entry.address
         entries = self._entries
         entries.pop(address, None)
         entries[address] = entry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from sensor.fingerprints.attribution import AttributionCache, NameCache
+from sensor.fingerprints.attribution import Attribution, AttributionCache, NameCache
 from sensor.model import Evidence, FlowRecord, Session
 from sensor.protocols.dns import DnsMessage
 from sensor.signatures.index import Decoded, Match, SignatureIndex
@@ -26,6 +26,9 @@ class Detector:
         self.enrichers = enrichers
         self.cache = cache if cache is not None else AttributionCache()
         self.names = NameCache()
+        # Live workers pass what they learn from DNS to the other workers through these.
+        self.on_learn: Callable[[str, str], None] | None = None
+        self.on_attribution: Callable[[Attribution], None] | None = None
         self._attributing = [s for s in index.signatures if s.attribute]
 
     def dns_answer(self, ts_ns: int, client: bytes, message: DnsMessage) -> None:
@@ -34,17 +37,29 @@ class Detector:
             return
         for answer in message.answers:
             if answer.rrtype in (A, AAAA) and answer.data and message.questions:
-                self.names.remember(answer.data, message.questions[0].name.lower().rstrip("."))
+                name = message.questions[0].name.lower().rstrip(".")
+                self.names.remember(answer.data, name)
+                if self.on_learn is not None:
+                    self.on_learn(answer.data, name)
         for question in message.questions:
             sig = self._attribution_signature(question.name.lower().rstrip("."))
             if sig is None or sig.attribute is None:
                 continue
             for answer in message.answers:
                 if answer.rrtype in (A, AAAA) and answer.data:
-                    self.cache.remember(
+                    entry = self.cache.remember(
                         answer.data, question.name, answer.ttl, ts_ns, signature=sig.id,
                         tool=sig.tool, channel=sig.attribute, confidence="medium",
                     )  # fmt: skip
+                    if self.on_attribution is not None:
+                        self.on_attribution(entry)
+
+    def learn(self, names: list[tuple[str, str]], attributions: list[Attribution]) -> None:
+        """Apply DNS facts another worker learned."""
+        for address, name in names:
+            self.names.remember(address, name)
+        for entry in attributions:
+            self.cache.put(entry)
 
     def _attribution_signature(self, name: str) -> Signature | None:
         for sig in self._attributing:

@@ -65,14 +65,28 @@ _METHODS: Final = frozenset(
 _LONGEST_METHOD: Final = max(len(m) for m in _METHODS)
 
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# One field line ("name:value"); ``findall`` over all lines at once is the fast path.
+_FIELD_LINE: Final = re.compile(rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):(.*)", re.MULTILINE)
 _VERSION: Final = re.compile(rb"HTTP/1\.[0-9]")
 _STATUS_LINE: Final = re.compile(rb"(HTTP/1\.[0-9]) ([0-9]{3})(?: (.*))?")
-_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 _CTL: Final = re.compile(rb"[\x00-\x1f\x7f]")
-_DIGITS: Final = re.compile(rb"[0-9]+")
 # Content-Length beyond this many digits (an exabyte) is not a real body size.
 _MAX_LENGTH_DIGITS: Final = 18
 _OWS: Final = b" \t"
+_FOLD_STARTS: Final = (b" ", b"\t")  # a header line starting so continues the one before
+_COMMON_VERSIONS: Final = frozenset({b"HTTP/1.1", b"HTTP/1.0"})
+# The only fields the head objects keep; other fields are checked but not decoded.
+_KEPT_FIELDS: Final = frozenset(
+    {
+        b"host",
+        b"user-agent",
+        b"content-type",
+        b"content-length",
+        b"transfer-encoding",
+        b"server",
+        b"location",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +130,20 @@ def parse_http_request(data: bytes, *, max_head: int = 8192) -> HttpRequest | No
     head = _find_head(data, max_head, _check_request_prefix)
     if head is None:
         return None
-    lines, head_length = head
-    method, target, version = _request_line(lines[0])
-    fields = _header_fields(lines[1:])
+    start_line, field_lines, head_length = head
+    method, target, version = _request_line(start_line)
+    fields = _header_fields(field_lines)
+    get = fields.get
     return HttpRequest(
         method=method,
         target=target,
         version=version,
-        host=fields.get("host"),
-        user_agent=fields.get("user-agent"),
-        content_type=fields.get("content-type"),
-        content_length=_content_length(fields),
+        host=_latin1(get(b"host")),
+        user_agent=_latin1(get(b"user-agent")),
+        content_type=_latin1(get(b"content-type")),
+        content_length=_content_length(get(b"content-length")),
         head_length=head_length,
-        transfer_encoding=fields.get("transfer-encoding"),
+        transfer_encoding=_latin1(get(b"transfer-encoding")),
     )
 
 
@@ -137,19 +152,20 @@ def parse_http_response(data: bytes, *, max_head: int = 8192) -> HttpResponse | 
     head = _find_head(data, max_head, _check_response_prefix)
     if head is None:
         return None
-    lines, head_length = head
-    version, status, reason = _status_line(lines[0])
-    fields = _header_fields(lines[1:])
+    start_line, field_lines, head_length = head
+    version, status, reason = _status_line(start_line)
+    fields = _header_fields(field_lines)
+    get = fields.get
     return HttpResponse(
         version=version,
         status=status,
         reason=reason,
-        server=fields.get("server"),
-        content_type=fields.get("content-type"),
-        content_length=_content_length(fields),
-        location=fields.get("location"),
+        server=_latin1(get(b"server")),
+        content_type=_latin1(get(b"content-type")),
+        content_length=_content_length(get(b"content-length")),
+        location=_latin1(get(b"location")),
         head_length=head_length,
-        transfer_encoding=fields.get("transfer-encoding"),
+        transfer_encoding=_latin1(get(b"transfer-encoding")),
     )
 
 
@@ -198,17 +214,34 @@ def split_query(target: str) -> tuple[str, dict[str, list[str]]]:
 
 def _find_head(
     data: bytes, max_head: int, check_prefix: Callable[[bytes], None]
-) -> tuple[list[bytes], int] | None:
-    """Split the head into lines (without line ends) and return them with the head length."""
-    match = _HEAD_END.search(data, 0, max_head)
-    if match is None:
+) -> tuple[bytes, bytes | None, int] | None:
+    """The start line, the field lines and the head length of a complete head.
+
+    The head ends at the first line end followed by an empty line: "\r\n\r\n", or the
+    same with either CR missing. It must end within the first ``max_head`` bytes. Lines lose
+    their line ends; the field lines stay in one bytes object, joined by "\n" (``None``
+    when the head is the start line alone).
+    """
+    crlf = data.find(b"\n\r\n", 0, max_head)
+    # A bare "\n\n" counts only if it comes first; search no further than that.
+    bare = data.find(b"\n\n", 0, max_head if crlf < 0 else crlf + 1)
+    if bare >= 0:
+        newline, head_length = bare, bare + 2
+    elif crlf >= 0:
+        newline, head_length = crlf, crlf + 3
+    else:
         if len(data) >= max_head:
             raise ParseError("HTTP head longer than the limit")
         check_prefix(data)  # reject non-HTTP bytes now instead of waiting for max_head
         return None
-    head = data[: match.start()]
-    lines = [line.removesuffix(b"\r") for line in head.split(b"\n")]
-    return lines, match.end()
+    if newline and data[newline - 1] == 0x0D:  # the CR of the last line's end
+        newline -= 1
+    first_end = data.find(b"\n", 0, newline)
+    if first_end < 0:
+        return data[:newline].removesuffix(b"\r"), None, head_length
+    # Each line loses one CR before its LF; the last has no LF left, so trim it on its own.
+    fields = data[first_end + 1 : newline].replace(b"\r\n", b"\n").removesuffix(b"\r")
+    return data[:first_end].removesuffix(b"\r"), fields, head_length
 
 
 def _check_request_prefix(data: bytes) -> None:
@@ -238,11 +271,11 @@ def _request_line(line: bytes) -> tuple[str, str, str]:
     if first <= 0 or last == first:
         raise ParseError("HTTP request line is not 'method target version'")
     method, target, version = line[:first], line[first + 1 : last], line[last + 1 :]
-    if _TOKEN.fullmatch(method) is None:
+    if method not in _METHODS and _TOKEN.fullmatch(method) is None:
         raise ParseError("HTTP method is not a token")
     if not target or _CTL.search(target) is not None:
         raise ParseError("HTTP request-target is empty or has control bytes")
-    if _VERSION.fullmatch(version) is None:
+    if version not in _COMMON_VERSIONS and _VERSION.fullmatch(version) is None:
         raise ParseError("not an HTTP/1.x request")
     return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii")
 
@@ -255,51 +288,73 @@ def _status_line(line: bytes) -> tuple[str, int, str]:
     return match.group(1).decode("ascii"), int(match.group(2)), reason.decode("latin-1")
 
 
-def _header_fields(lines: list[bytes]) -> dict[str, str]:
-    """Field name (lowercase) -> value of its first occurrence.
+def _header_fields(lines: bytes | None) -> dict[bytes, bytes]:
+    """Lowercase field name -> raw value of its first occurrence, for the kept fields only.
 
+    ``lines`` are the field lines joined by "\n". Every line is checked, kept or not.
     Content-Length copies are joined with "," so ``_content_length`` can check they agree.
     """
-    fields: dict[str, str] = {}
-    seen_field = False
-    fold_into: str | None = None  # the field a continuation line extends (None: ignored copy)
-    for line in lines:  # bounded by the head size
-        if line[:1] in (b" ", b"\t"):
-            if not seen_field:
+    if lines is None:
+        return {}
+    pairs = _FIELD_LINE.findall(lines)
+    if len(pairs) != lines.count(b"\n") + 1:
+        # Some line is not "name:value": a continuation line, or a malformed one.
+        return _folded_header_fields(lines.split(b"\n"))
+    fields: dict[bytes, bytes] = {}
+    for raw_name, raw_value in pairs:  # bounded by the head size
+        name = raw_name.lower()
+        if name in _KEPT_FIELDS:
+            if name not in fields:
+                fields[name] = raw_value.strip(_OWS)
+            elif name == b"content-length":
+                fields[name] = b"%s,%s" % (fields[name], raw_value.strip(_OWS))
+    return fields
+
+
+def _folded_header_fields(lines: list[bytes]) -> dict[bytes, bytes]:
+    """``_header_fields`` one line at a time, with obsolete line folding."""
+    fields: dict[bytes, bytes] = {}
+    fold_into: bytes | None = None  # the kept field a continuation line extends
+    for index, line in enumerate(lines):  # bounded by the head size
+        if line[:1] in _FOLD_STARTS:
+            if index == 0:
                 raise ParseError("HTTP header continuation before any header")
             if fold_into is not None:
-                folded = line.strip(_OWS).decode("latin-1")
-                fields[fold_into] = f"{fields[fold_into]} {folded}".strip(" ")
+                folded = b"%s %s" % (fields[fold_into], line.strip(_OWS))
+                fields[fold_into] = folded.strip(b" ")
             continue
         raw_name, colon, raw_value = line.partition(b":")
         if not colon or _TOKEN.fullmatch(raw_name) is None:
             raise ParseError("malformed HTTP header line")
-        seen_field = True
-        name = raw_name.decode("ascii").lower()
-        value = raw_value.strip(_OWS).decode("latin-1")
-        if name not in fields:
-            fields[name] = value
-            fold_into = name
-        elif name == "content-length":
-            fields[name] = f"{fields[name]},{value}"
-            fold_into = name
-        else:
-            fold_into = None  # first copy wins; ignore this one and its continuation lines
+        name = raw_name.lower()
+        fold_into = None  # an ignored field, or a repeated one (the first copy wins)
+        if name in _KEPT_FIELDS:
+            if name not in fields:
+                fields[name] = raw_value.strip(_OWS)
+                fold_into = name
+            elif name == b"content-length":
+                fields[name] = b"%s,%s" % (fields[name], raw_value.strip(_OWS))
+                fold_into = name
     return fields
 
 
-def _content_length(fields: dict[str, str]) -> int | None:
-    raw = fields.get("content-length")
+def _latin1(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("latin-1")
+
+
+def _content_length(raw: bytes | None) -> int | None:
     if raw is None:
         return None
-    # "42, 42" (or two headers saying 42) is allowed; differing values are a smuggling attempt.
-    values = {part.strip(" \t") for part in raw.split(",")}
-    if len(values) != 1:
-        raise ParseError("conflicting HTTP Content-Length values")
-    value = values.pop().encode("latin-1")
-    if _DIGITS.fullmatch(value) is None or len(value) > _MAX_LENGTH_DIGITS:
+    if b"," in raw:
+        # "42, 42" (or two headers saying 42) is allowed; differing values are smuggling.
+        values = {part.strip(_OWS) for part in raw.split(b",")}
+        if len(values) != 1:
+            raise ParseError("conflicting HTTP Content-Length values")
+        raw = values.pop()
+    # bytes.isdigit() accepts ASCII digits only.
+    if not raw.isdigit() or len(raw) > _MAX_LENGTH_DIGITS:
         raise ParseError("HTTP Content-Length is not a plausible number")
-    return int(value)
+    return int(raw)
 
 
 def _skip_empty_line(data: bytes, pos: int) -> int:

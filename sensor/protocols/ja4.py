@@ -34,6 +34,7 @@ _VERSION_CODES: Final = MappingProxyType(
     }
 )
 _TRANSPORTS = frozenset({"t", "q", "d"})
+_NOT_HASHED: Final = frozenset({EXT_SERVER_NAME, EXT_ALPN, *GREASE_VALUES})
 
 
 class Ja4Input(Protocol):
@@ -97,12 +98,12 @@ def ja4_of(
     """JA4 from the fields themselves (``ja4`` without a hello object; no transport check)."""
     grease = GREASE_VALUES
     ciphers = sorted([c for c in cipher_suites if c not in grease])
-    exts = [e for e in extensions if e not in grease]
-    sni = "d" if EXT_SERVER_NAME in exts else "i"
+    # SNI and ALPN are counted in part a but not hashed: that keeps part c stable per client.
+    hashed_exts = sorted([e for e in extensions if e not in _NOT_HASHED])
+    ext_count = len(hashed_exts) + extensions.count(EXT_SERVER_NAME) + extensions.count(EXT_ALPN)
+    sni = "d" if EXT_SERVER_NAME in extensions else "i"
     offered = [v for v in versions if v not in grease]
     version = max(offered) if offered else legacy_version
-    # SNI and ALPN are already in part a; dropping them keeps part c stable per client.
-    hashed_exts = sorted([e for e in exts if e != EXT_SERVER_NAME and e != EXT_ALPN])
     if hashed_exts:
         ext_text = _hex_list(hashed_exts)
         sigalgs = [s for s in signature_algorithms if s not in grease]
@@ -113,7 +114,7 @@ def ja4_of(
         ext_hash = _EMPTY_HASH
     return (
         f"{transport}{_VERSION_CODES.get(version, '00')}{sni}"
-        f"{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{alpn_chars(first_alpn)}"
+        f"{min(len(ciphers), 99):02d}{min(ext_count, 99):02d}{alpn_chars(first_alpn)}"
         f"_{_hash12(_hex_list(ciphers))}_{ext_hash}"
     )
 
@@ -130,15 +131,12 @@ def alpn_chars(first: bytes) -> str:
     """First and last character of the first ALPN value, per the JA4 ALPN rule."""
     if not first:
         return "00"
-    if _is_alnum(first[0]) and _is_alnum(first[-1]):
-        return chr(first[0]) + chr(first[-1])
+    head, tail = first[:1], first[-1:]
+    if head.isalnum() and tail.isalnum():  # bytes.isalnum: ASCII letters and digits only
+        return (head + tail).decode("ascii")
     # Non-alphanumeric ends: first and last hex digit of the whole value instead.
     hex_text = first.hex()
     return hex_text[0] + hex_text[-1]
-
-
-def _is_alnum(byte: int) -> bool:
-    return 0x30 <= byte <= 0x39 or 0x41 <= byte <= 0x5A or 0x61 <= byte <= 0x7A
 
 
 def _hash12(text: str) -> str:

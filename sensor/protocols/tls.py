@@ -49,6 +49,7 @@ MAX_HELLO_BODY = (
 
 # Handshake types from the IANA registry; anything else in a cleartext record is not TLS.
 _KNOWN_HANDSHAKE_TYPES = frozenset({*range(0, 7), *range(8, 18), *range(20, 27), 254})
+_HELLO_TYPES: Final = frozenset({HS_CLIENT_HELLO, HS_SERVER_HELLO})
 _RECORD_TYPES: Final = frozenset(
     {CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA, CT_HEARTBEAT}
 )
@@ -418,7 +419,7 @@ def _parse_messages(
         if msg_type not in _KNOWN_HANDSHAKE_TYPES:
             raise ParseError(f"handshake type {msg_type} is not TLS")
         if out.messages == 0:
-            if msg_type != HS_CLIENT_HELLO and msg_type != HS_SERVER_HELLO:
+            if msg_type not in _HELLO_TYPES:
                 raise ParseError(f"stream starts with handshake type {msg_type}, not a hello")
             if length > MAX_HELLO_BODY:
                 raise ParseError(f"hello of {length} bytes exceeds what its fields allow")

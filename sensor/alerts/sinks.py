@@ -1,0 +1,174 @@
+"""Alert outputs of the live sensor: JSON-lines file, standard output, syslog.
+
+Each output keeps a bounded spool: an alert that cannot be written (disk full, file not writable,
+syslog unreachable) stays queued and is retried on the next alert and on every tick; failures and
+the spool size show in metrics. Only when the spool is full is the oldest alert dropped, and that
+is counted too: nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import os
+import socket
+import sys
+from typing import TextIO
+
+from sensor.metrics import Metrics
+from sensor.model import Alert, FlowRecord, Session
+from sensor.output import eve
+
+SYSLOG_FACILITY_LOCAL0 = 16
+SYSLOG_SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5}
+
+
+class SpoolingSink:
+    """Alerts only; subclasses say how one line is delivered (raising OSError on failure)."""
+
+    name = "base"
+
+    def __init__(self, max_spool: int, metrics: Metrics | None = None) -> None:
+        self.max_spool = max_spool
+        self.metrics = metrics
+        self.spool: collections.deque[tuple[str, str]] = collections.deque()  # (severity, line)
+        self.failures = 0
+        self.dropped = 0
+        self.last_error = ""
+
+    def flow(self, record: FlowRecord) -> None:
+        pass
+
+    def session(self, session: Session) -> None:
+        pass
+
+    def alert(self, alert: Alert) -> None:
+        if len(self.spool) >= self.max_spool:
+            self.spool.popleft()
+            self.dropped += 1
+            if self.metrics is not None:
+                self.metrics.output_dropped.labels(self.name).inc()
+        self.spool.append((alert.severity, eve.dumps(eve.alert_event(alert))))
+        self.retry()
+
+    def retry(self) -> None:
+        """Deliver what is spooled, oldest first, until the output fails again."""
+        while self.spool:
+            severity, line = self.spool[0]
+            try:
+                self.deliver(severity, line)
+            except OSError as exc:
+                self.failures += 1
+                self.last_error = os.strerror(exc.errno) if exc.errno else str(exc)
+                if self.metrics is not None:
+                    self.metrics.output_failures.labels(self.name).inc()
+                break
+            self.spool.popleft()
+        if self.metrics is not None:
+            self.metrics.output_spooled.labels(self.name).set(len(self.spool))
+
+    def deliver(self, severity: str, line: str) -> None:
+        raise NotImplementedError
+
+    def reopen(self) -> None:
+        """Log rotation (SIGHUP)."""
+
+    def close(self) -> None:
+        self.retry()
+
+
+class JsonFileSink(SpoolingSink):
+    """One JSON object per line, appended with one write() so a line is never interleaved."""
+
+    name = "file"
+
+    def __init__(self, path: str, max_spool: int, metrics: Metrics | None = None) -> None:
+        super().__init__(max_spool, metrics)
+        self.path = path
+        self._fd = -1
+
+    def deliver(self, severity: str, line: str) -> None:
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        data = (line + "\n").encode()
+        written = os.write(self._fd, data)
+        if written != len(data):
+            # A short write leaves a partial line: end it so the next line stays valid JSON.
+            os.write(self._fd, b"\n")
+            raise OSError(errno.ENOSPC, "short write")
+
+    def reopen(self) -> None:
+        self._close_fd()
+        self.retry()
+
+    def close(self) -> None:
+        super().close()
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):  # closing a file on a failed disk: nothing to do
+                os.close(self._fd)
+            self._fd = -1
+
+
+class StdoutSink(SpoolingSink):
+    name = "stdout"
+
+    def __init__(self, max_spool: int, metrics: Metrics | None = None, out: TextIO | None = None):
+        super().__init__(max_spool, metrics)
+        self.out = out or sys.stdout
+
+    def deliver(self, severity: str, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+class SyslogSink(SpoolingSink):
+    """RFC 3164 datagrams to /dev/log (or a path) or to host:port over UDP."""
+
+    name = "syslog"
+
+    def __init__(self, address: str, max_spool: int, metrics: Metrics | None = None) -> None:
+        super().__init__(max_spool, metrics)
+        self.address = address
+        self._sock: socket.socket | None = None
+
+    def deliver(self, severity: str, line: str) -> None:
+        pri = SYSLOG_FACILITY_LOCAL0 * 8 + SYSLOG_SEVERITY.get(severity, 4)
+        # JSON from eve.dumps is ASCII with every control character escaped: safe for syslog.
+        message = f"<{pri}>rmm-sensor[{os.getpid()}]: {line}".encode()
+        sock = self._connect()
+        try:
+            sock.send(message)
+        except OSError:
+            self._drop_socket()
+            raise
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            if self.address.startswith("/"):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                target: str | tuple[str, int] = self.address
+            else:
+                host, _, port = self.address.rpartition(":")
+                sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                     socket.SOCK_DGRAM)  # fmt: skip
+                target = (host.strip("[]"), int(port))
+            try:
+                sock.connect(target)
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
+        return self._sock
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        super().close()
+        self._drop_socket()

@@ -1,0 +1,172 @@
+"""The supervisor: starts worker processes, judges their sessions, restarts the ones that die.
+
+It owns everything that must be one per sensor: the policy and alert throttle (``Verdicts``),
+the outputs, the metrics registry (worker counters arrive as snapshots once a second and are
+summed at scrape time) and the configuration watcher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing as mp
+import queue
+import time
+from collections.abc import Callable, Iterable
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from typing import Any
+
+from sensor.analysis import Verdicts
+from sensor.live.worker import EXIT_SETUP_ERROR, WorkerSpec, run_worker
+from sensor.metrics import EngineSnapshot, Metrics
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2
+STOP_GRACE_S = 30.0
+MIN_RESTART_INTERVAL_S = 1.0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        specs: list[WorkerSpec],
+        verdicts: Verdicts,
+        metrics: Metrics | None = None,
+        restart: bool = True,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.specs = {s.worker_id: s for s in specs}
+        self.verdicts = verdicts
+        self.metrics = metrics
+        self.restart = restart
+        self.on_idle = on_idle
+        self.errors: list[str] = []
+        self.restarts = 0
+        self.stopping = False
+        self._ctx = mp.get_context("spawn")
+        self._out: Queue[Any] = self._ctx.Queue()
+        self._inboxes: dict[int, Queue[Any]] = {}
+        self._procs: dict[int, BaseProcess] = {}
+        self._done: set[int] = set()
+        self._snapshots: dict[int, EngineSnapshot] = {}
+        self._retired: list[EngineSnapshot] = []
+        self._fatal = False
+        self._last_start: dict[int, float] = {}
+
+    # --- state for metrics and health -----------------------------------------------------
+
+    def snapshots(self) -> Iterable[EngineSnapshot]:
+        return [*self._retired, *self._snapshots.values()]
+
+    def alive(self) -> int:
+        return sum(1 for p in self._procs.values() if p.is_alive())
+
+    def health(self) -> tuple[bool, str]:
+        alive = self.alive()
+        last = max((s.last_packet_ns for s in self.snapshots()), default=0)
+        age = f"{(time.time_ns() - last) / 1e9:.0f}s" if last else "never"
+        text = f"workers {alive}/{len(self.specs)}, last packet {age} ago"
+        return alive == len(self.specs) and not self._fatal, text
+
+    # --- running ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        for wid in self.specs:
+            self._start(wid)
+        stop_sent = 0.0
+        while len(self._done) < len(self.specs):
+            self._handle_some()
+            if self.stopping and not stop_sent:
+                stop_sent = time.monotonic()
+                for inbox in self._inboxes.values():
+                    inbox.put(("stop", None))
+            if stop_sent and time.monotonic() - stop_sent > STOP_GRACE_S:
+                log.error("workers did not stop within %.0f s; terminating them", STOP_GRACE_S)
+                for proc in self._procs.values():
+                    proc.terminate()
+                break
+            self._check_workers()
+            if self.on_idle is not None:
+                self.on_idle()
+        self._drain()
+        for proc in self._procs.values():
+            proc.join(timeout=5)
+
+    def _start(self, wid: int) -> None:
+        inbox: Queue[Any] = self._ctx.Queue()
+        self._inboxes[wid] = inbox
+        proc = self._ctx.Process(
+            target=run_worker, args=(self.specs[wid], self._out, inbox), name=f"rmm-worker-{wid}"
+        )
+        proc.start()
+        self._procs[wid] = proc
+        self._last_start[wid] = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.workers.set(len(self._procs))
+
+    def _check_workers(self) -> None:
+        for wid, proc in list(self._procs.items()):
+            if wid in self._done or proc.is_alive():
+                continue
+            if self._drain() and wid in self._done:
+                continue  # its last messages were still queued
+            if not self.restart or self.stopping or self._fatal:
+                self.errors.append(f"worker {wid} exited with status {proc.exitcode}")
+                self._done.add(wid)
+                continue
+            if time.monotonic() - self._last_start[wid] < MIN_RESTART_INTERVAL_S:
+                continue  # do not spin on a worker that dies at once
+            log.error("worker %d died (exit status %s); restarting it", wid, proc.exitcode)
+            last = self._snapshots.pop(wid, None)
+            if last is not None:
+                # Keep its counters so the sums stay monotonic; it holds no flows any more.
+                self._retired.append(dataclasses.replace(last, flows_active=0))
+            self.restarts += 1
+            if self.metrics is not None:
+                self.metrics.worker_restarts.inc()
+            self._start(wid)
+
+    def _handle_some(self) -> None:
+        try:
+            message = self._out.get(timeout=POLL_S)
+        except queue.Empty:
+            return
+        self._handle(message)
+        self._drain()
+
+    def _drain(self) -> bool:
+        got = False
+        while True:
+            try:
+                message = self._out.get_nowait()
+            except queue.Empty:
+                return got
+            got = True
+            self._handle(message)
+
+    def _handle(self, message: tuple[str, int, Any]) -> None:
+        kind, wid, payload = message
+        if kind == "session":
+            self.verdicts.session(payload)
+        elif kind == "flows":
+            for record in payload:
+                self.verdicts.flow(record)
+        elif kind == "snapshot":
+            self._snapshots[wid] = payload
+        elif kind == "learned":
+            for other, inbox in self._inboxes.items():
+                if other != wid:
+                    inbox.put(("learned", payload))
+        elif kind == "error":
+            self.errors.append(payload)
+            log.error("%s", payload)
+        elif kind == "done":
+            self._done.add(wid)
+            if payload == EXIT_SETUP_ERROR:
+                self._fatal = True  # the capture cannot be opened: restarting will not help
+                self.stopping = True

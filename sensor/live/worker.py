@@ -1,0 +1,203 @@
+"""A worker process: its own engine, flow table and detector over one share of the traffic.
+
+Live, the share is what the kernel's PACKET_FANOUT flow hash gives this worker's socket; offline
+(``analyze --workers N``) every worker reads every file and keeps the flows whose symmetric
+hash falls in its shard. Sessions, counters and learned DNS facts go to the supervisor over a
+queue; the supervisor judges sessions (one policy, one alert throttle for the whole sensor).
+
+DNS attribution across workers: offline, every shard reads every DNS answer (they are few), so
+attribution is exactly what one process would do. Live, a DNS answer lands in one worker only;
+that worker sends what it learned to the supervisor, which passes it to every other worker at the
+next report interval (one second). A relay flow is matched when it ends, which is much later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from typing import Any
+
+from sensor.analysis import Detection
+from sensor.capture.files import CaptureError, read_frames
+from sensor.config import Settings
+from sensor.fingerprints import ENRICHERS
+from sensor.fingerprints.attribution import Attribution
+from sensor.fingerprints.detector import Detector
+from sensor.metrics import EngineSnapshot
+from sensor.model import FlowRecord, Session
+from sensor.sessions import SessionBuilder
+from sensor.signatures.loader import load_index
+
+log = logging.getLogger(__name__)
+
+REPORT_INTERVAL_S = 1.0
+POLL_MS = 200
+FLOW_BATCH = 256
+EXIT_SETUP_ERROR = 3
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    worker_id: int
+    settings: Settings
+    interface: str = ""  # live capture
+    captures: tuple[str, ...] = ()  # offline shard
+    shards: int = 1
+    fanout_group: int = 0
+    send_flows: bool = False
+
+
+class _Outbox:
+    """Everything a worker sends, batched where volume can be high."""
+
+    def __init__(self, spec: WorkerSpec, out: Queue[Any]) -> None:
+        self.wid = spec.worker_id
+        self.out = out
+        self.flows: list[FlowRecord] = []
+        self.names: list[tuple[str, str]] = []
+        self.attributions: list[Attribution] = []
+
+    def session(self, s: Session) -> None:
+        self.out.put(("session", self.wid, s))
+
+    def flow(self, r: FlowRecord) -> None:
+        self.flows.append(r)
+        if len(self.flows) >= FLOW_BATCH:
+            self.send_batches()
+
+    def send_batches(self) -> None:
+        if self.flows:
+            self.out.put(("flows", self.wid, self.flows))
+            self.flows = []
+        if self.names or self.attributions:
+            self.out.put(("learned", self.wid, (self.names, self.attributions)))
+            self.names, self.attributions = [], []
+
+
+def run_worker(spec: WorkerSpec, out: Queue[Any], inbox: Queue[Any]) -> None:
+    """Process entry point (spawned)."""
+    # The supervisor decides when workers stop: it sends "stop" and waits for their last words.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    logging.basicConfig(
+        level=logging.WARNING, format="rmm-sensor worker: %(levelname)s: %(message)s"
+    )
+    settings = spec.settings
+    detector = Detector(load_index(settings.signatures or None), ENRICHERS)
+    box = _Outbox(spec, out)
+    detection = Detection(
+        settings.flows,
+        detector,
+        SessionBuilder(),
+        box.session,
+        on_flow=box.flow if spec.send_flows else None,
+        shard=(spec.worker_id, spec.shards) if spec.captures else (0, 1),
+    )
+    if spec.interface:
+        detector.on_learn = lambda address, name: box.names.append((address, name))
+        detector.on_attribution = box.attributions.append
+        code = _live(spec, detection, detector, box, out, inbox)
+    else:
+        code = _offline(spec, detection, box, out)
+    out.put(("done", spec.worker_id, code))
+
+
+def _offline(spec: WorkerSpec, detection: Detection, box: _Outbox, out: Queue[Any]) -> int:
+    code = 0
+    for path in spec.captures:
+        try:
+            detection.run(read_frames(path))
+        except CaptureError as exc:
+            if spec.worker_id == 0:  # every worker reads the same bytes: report once
+                out.put(("error", spec.worker_id, str(exc)))
+            code = 2
+    detection.finish()
+    box.send_batches()
+    out.put(("snapshot", spec.worker_id, detection.snapshot()))
+    return code
+
+
+def _live(
+    spec: WorkerSpec,
+    detection: Detection,
+    detector: Detector,
+    box: _Outbox,
+    out: Queue[Any],
+    inbox: Queue[Any],
+) -> int:
+    from sensor.capture.afpacket import CaptureSetupError, RingCapture, RingSettings
+
+    cs = spec.settings.capture
+    ring = RingSettings(
+        snaplen=cs.snaplen,
+        promiscuous=cs.promiscuous,
+        bpf=cs.bpf,
+        fanout_group=spec.fanout_group if spec.shards > 1 else None,
+    )
+    try:
+        cap = RingCapture(spec.interface, ring)
+    except CaptureSetupError as exc:
+        out.put(("error", spec.worker_id, str(exc)))
+        return EXIT_SETUP_ERROR
+    parent = os.getppid()
+    next_report = time.monotonic() + REPORT_INTERVAL_S
+    retry_at = 0.0
+    stopping = False
+    try:
+        while not stopping:
+            if not cap.healthy():
+                # The interface went down or away: keep the flows, try again every second.
+                if time.monotonic() >= retry_at:
+                    retry_at = time.monotonic() + 1.0
+                    try:
+                        cap.reopen()
+                    except CaptureSetupError as exc:
+                        log.warning("capture not back yet: %s", exc)
+                time.sleep(0.2)
+            else:
+                detection.run(cap.frames(POLL_MS))
+            detection.engine.advance(time.time_ns())
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + REPORT_INTERVAL_S
+                _report(spec, detection, cap.stats(), box, out)
+                stopping = _read_inbox(detector, inbox) or os.getppid() != parent
+    finally:
+        detection.finish()
+        box.send_batches()
+        _report(spec, detection, cap.stats(), box, out)
+        cap.close()
+    return 0
+
+
+def _report(
+    spec: WorkerSpec, detection: Detection, stats: tuple[int, int], box: _Outbox, out: Queue[Any]
+) -> None:
+    box.send_batches()
+    snap = detection.snapshot()
+    kernel_packets, kernel_drops = stats
+    out.put(("snapshot", spec.worker_id, _with_kernel(snap, kernel_packets, kernel_drops)))
+
+
+def _with_kernel(snap: EngineSnapshot, packets: int, drops: int) -> EngineSnapshot:
+    return dataclasses.replace(snap, kernel_packets=packets, kernel_drops=drops)
+
+
+def _read_inbox(detector: Detector, inbox: Queue[Any]) -> bool:
+    """Apply what other workers learned; return True when asked to stop."""
+    while True:
+        try:
+            kind, payload = inbox.get_nowait()
+        except queue.Empty:
+            return False
+        if kind == "stop":
+            return True
+        if kind == "learned":
+            names, attributions = payload
+            detector.learn(names, attributions)
