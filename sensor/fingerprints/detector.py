@@ -104,6 +104,9 @@ class Detector:
         if record.app_proto != "dns" and (resolved := self.names.name(record.dest_ip)):
             attrs.setdefault("resolved_name", resolved)
             server_name = server_name or resolved
+        for ev, *_ in mine:
+            if ev.field == "dns-attribution" and channel == "relay":
+                attrs.setdefault("relay_host", ev.value)
         return Session(
             session_id=0,
             tool=tool,
@@ -121,7 +124,8 @@ class Detector:
             pkts_toserver=record.pkts_toserver,
             pkts_toclient=record.pkts_toclient,
             server_name=server_name,
-            instance=instance or (server_name.lower() if server_name else None),
+            instance=instance
+            or (server_name.lower() if server_name else f"{record.dest_ip}:{record.dest_port}"),
             confidence=confidence,
             evidence=tuple(dict.fromkeys(e[0] for e in mine)),
             attributes=tuple(attrs.items()),

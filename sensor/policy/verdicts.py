@@ -128,10 +128,10 @@ def _matches(entry: SanctionedEntry, s: Session) -> bool:
     if entry.anydesk_ids and attrs.get("anydesk_id") not in entry.anydesk_ids:
         return False
     if entry.client_certs:
-        certs = {
-            attrs.get(k, "").replace(":", "") for k in ("client_cert_sha1", "server_cert_sha1")
-        }
-        if not any(c and c.startswith(k) for c in certs for k in entry.client_certs):
+        # Only the side that connected: a listener's own certificate must not sanction
+        # whoever reaches it (an inbound direct connection from the internet).
+        cert = attrs.get("client_cert_sha1", "").replace(":", "")
+        if not cert or not any(cert.startswith(k) for k in entry.client_certs):
             return False
     return True
 

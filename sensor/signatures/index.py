@@ -65,7 +65,12 @@ class _FieldIndex:
         elif cond.op == "prefix":
             for v in cond.values:
                 self.prefix.setdefault(len(v), {}).setdefault(v, []).append(entry)
-        elif cond.op == "pattern" and cond.depth == 0 and cond.values[0][:1] not in (b".", b"\\"):
+        elif (
+            cond.op == "pattern"
+            and cond.offset == 0
+            and cond.depth == 0
+            and cond.values[0][:1] not in (b".", b"\\")
+        ):
             self.first_byte.setdefault(cond.values[0][0], []).append(entry)
         elif cond.op == "in" and all(hi - lo < MAX_PORT_SPAN for lo, hi in cond.values):
             for lo, hi in cond.values:

@@ -128,6 +128,9 @@ def _signature(loc: Located, tool: str, path: str) -> Signature:
     attribute = None
     if "attribute" in m:
         attribute = _choice(m, "attribute", CHANNELS, path, loc.line, where)
+    description = (
+        _string(m, "description", path, loc.line, where=where) if "description" in m else ""
+    )
     match = m.get("match")
     if match is None or not isinstance(match.value, dict) or not match.value:
         raise SourceError(path, match.line if match else loc.line, f"{where}: match is required")
@@ -139,7 +142,7 @@ def _signature(loc: Located, tool: str, path: str) -> Signature:
         tool=tool,
         channel=channel,
         confidence=confidence,
-        description=_string(m, "description", path, loc.line) or "",
+        description=description,
         conditions=conditions,
         attribute=attribute,
         references=_strings(m.get("references"), path, f"{where}: references"),
@@ -220,7 +223,9 @@ def _port_range(loc: Located, path: str, ctx: str) -> tuple[int, int]:
         lo, hi = (int(x) for x in v.split("-"))
     else:
         raise SourceError(path, loc.line, f"{ctx}: ports are numbers or 'low-high' ranges")
-    if not 0 <= lo <= hi <= 65535:
+    if lo > hi:
+        raise SourceError(path, loc.line, f"{ctx}: port range {v!r} runs backwards")
+    if hi > 65535:
         raise SourceError(path, loc.line, f"{ctx}: port range {v!r} is out of 0-65535")
     return lo, hi
 
@@ -245,14 +250,17 @@ def _only(m: dict[str, Located], keys: tuple[str, ...], path: str, what: str) ->
             raise SourceError(path, loc.line, f"{what}: unknown key {key!r}")
 
 
-def _string(m: dict[str, Located], key: str, path: str, line: int, required: bool = False) -> str:
+def _string(
+    m: dict[str, Located], key: str, path: str, line: int, required: bool = False, where: str = ""
+) -> str:
+    prefix = f"{where}: " if where else ""
     loc = m.get(key)
     if loc is None:
         if required:
-            raise SourceError(path, line, f"{key} is required")
+            raise SourceError(path, line, f"{prefix}{key} is required")
         return ""
     if not isinstance(loc.value, str) or not loc.value.strip():
-        raise SourceError(path, loc.line, f"{key} must be a non-empty string")
+        raise SourceError(path, loc.line, f"{prefix}{key} must be a non-empty string")
     return loc.value
 
 
@@ -269,7 +277,7 @@ def _strings(loc: Located | None, path: str, what: str) -> tuple[str, ...]:
 def _choice(
     m: dict[str, Located], key: str, allowed: tuple[str, ...], path: str, line: int, where: str
 ) -> str:
-    value = _string(m, key, path, line, required=True)
+    value = _string(m, key, path, line, required=True, where=where)
     if value not in allowed:
         raise SourceError(path, m[key].line, f"{where}: {key} must be one of {', '.join(allowed)}")
     return value
