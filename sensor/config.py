@@ -331,7 +331,8 @@ def _port(ctx: _Ctx, loc: Located, key: str) -> int:
 def _hexes(ctx: _Ctx, loc: Located | None, key: str) -> tuple[str, ...]:
     out = []
     for i, item in enumerate(_items(ctx, loc, key)):
-        text = _scalar(ctx, item, f"{key}[{i}]", str).lower().replace(":", "")
+        # An all-digit hex string reads as a YAML integer; take it back as text.
+        text = str(_scalar(ctx, item, f"{key}[{i}]", (str, int))).lower().replace(":", "")
         if len(text) < 8 or not _HEX_RE.match(text):
             raise ctx.fail(item, f"{key}[{i}]", "hex digits expected (at least 8)")
         out.append(text)

@@ -29,6 +29,7 @@ class _Window:
     repeats: int = 0
     last_ns: int = 0
     severity: str = ""
+    last_start_ns: int = 0
 
 
 class AlertStage:
@@ -55,6 +56,7 @@ class AlertStage:
         if window is not None and s.start_ns <= window.until_ns:
             window.repeats += 1
             window.last_ns = max(window.last_ns, s.end_ns)
+            window.last_start_ns = max(window.last_start_ns, s.start_ns)
             window.severity = _worse(window.severity, s.severity)
             self._suppress("condensed")
             return
@@ -90,6 +92,7 @@ class AlertStage:
             follow = dataclasses.replace(
                 window.alert,
                 alert_id=next(self._ids),
+                ts_ns=window.last_start_ns or window.alert.ts_ns,  # when the latest repeat began
                 repeats=window.repeats,
                 last_ns=window.last_ns,
                 severity=_worse(window.alert.severity, window.severity),

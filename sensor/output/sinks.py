@@ -19,9 +19,11 @@ class JsonLinesSink:
 
     def session(self, session: Session) -> None:
         self.out.write(eve.dumps(eve.session_event(session)) + "\n")
+        self.out.flush()  # a reader at the end of a pipe sees sessions as they happen
 
     def alert(self, alert: Alert) -> None:
         self.out.write(eve.dumps(eve.alert_event(alert)) + "\n")
+        self.out.flush()
 
     def close(self) -> None:
         self.out.flush()
