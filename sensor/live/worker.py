@@ -152,8 +152,8 @@ def _live(
     stopping = False
     try:
         while not stopping:
-            if not cap.healthy():
-                # The interface went down or away: keep the flows, try again every second.
+            if cap.needs_reopen():
+                # The interface went away or was re-created: keep the flows, retry each second.
                 if time.monotonic() >= retry_at:
                     retry_at = time.monotonic() + 1.0
                     try:
@@ -161,6 +161,8 @@ def _live(
                     except CaptureSetupError as exc:
                         log.warning("capture not back yet: %s", exc)
                 time.sleep(0.2)
+            elif not cap.healthy():
+                time.sleep(0.2)  # down: the socket rejoins by itself when it comes back up
             else:
                 detection.run(cap.frames(POLL_MS))
             detection.engine.advance(time.time_ns())
