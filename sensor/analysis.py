@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -32,6 +33,8 @@ from sensor.model import Alert, FlowRecord, Session
 from sensor.pipeline import Engine
 from sensor.policy.verdicts import Policy
 from sensor.protocols.dns import DnsMessage
+
+MAX_EARLY = 1_000_000  # flow ids remembered between early and final session records
 
 
 class Sink(Protocol):
@@ -64,8 +67,14 @@ class Detection:
         on_flow: Callable[[FlowRecord], None] | None = None,
         on_tick: Callable[[int], None] | None = None,
         shard: tuple[int, int] = (0, 1),
+        on_early: Callable[[Session], None] | None = None,
+        worker: tuple[int, int] = (0, 1),
     ) -> None:
-        self.engine = Engine(settings, self._on_flow, self._on_dns, self._tick, shard)
+        identified = self._on_identified if on_early is not None else None
+        self.engine = Engine(
+            settings, self._on_flow, self._on_dns, self._tick, shard, identified, worker
+        )
+        self.on_early = on_early
         self.detector = detector
         self.sessions = sessions
         self.on_session = on_session
@@ -100,6 +109,12 @@ class Detection:
     def _on_dns(self, ts: int, client: bytes, message: DnsMessage) -> None:
         self.detector.dns_answer(ts, client, message)
 
+    def _on_identified(self, record: FlowRecord) -> None:
+        """A running flow's first bytes are in: report its session now, not when it ends."""
+        session = self.detector.detect(record)
+        if session is not None and self.on_early is not None:
+            self.on_early(session)
+
     def _on_flow(self, record: FlowRecord) -> None:
         if self.on_flow is not None:
             self.on_flow(record)
@@ -117,7 +132,12 @@ class Detection:
 
 
 class Verdicts:
-    """Policy, alerts, outputs and session/alert metrics."""
+    """Policy, alerts, outputs and session/alert metrics.
+
+    Live, a session is first seen *early* (while its flow runs): it is counted and may alert
+    then. When its flows end, the final record is written; it is neither counted nor alerted
+    again. Offline, only final records arrive.
+    """
 
     def __init__(
         self, settings: PolicySettings, sinks: Sequence[Sink], metrics: Metrics | None = None
@@ -129,6 +149,8 @@ class Verdicts:
         self.session_counts: dict[str, int] = {}
         self.alert_count = 0
         self._ids = itertools.count(1)
+        # Flows whose session was already counted (and alerted) early, with its tool.
+        self._early: OrderedDict[int, str] = OrderedDict()
 
     def reconfigure(self, settings: PolicySettings) -> None:
         """Judge sessions from now on with a new policy (a reload)."""
@@ -139,18 +161,45 @@ class Verdicts:
         for sink in self.sinks:
             sink.flow(record)
 
-    def session(self, session: Session) -> None:
-        session = self.policy.judge(dataclasses.replace(session, session_id=next(self._ids)))
-        self.session_counts[session.verdict] = self.session_counts.get(session.verdict, 0) + 1
-        if self.metrics is not None:
-            m = self.metrics
-            m.sessions.labels(session.tool, session.channel, session.verdict).inc()
-            m.session_bytes.labels(session.tool, "toserver").inc(session.bytes_toserver)
-            m.session_bytes.labels(session.tool, "toclient").inc(session.bytes_toclient)
-        for sink in self.sinks:
-            sink.session(session)
+    def early(self, session: Session) -> None:
+        """A session seen while its flow still runs: count it and alert now."""
+        if any(f in self._early for f in session.flow_ids):
+            return
+        session = self.policy.judge(session)
+        for flow_id in session.flow_ids:
+            self._early[flow_id] = session.tool
+        while len(self._early) > MAX_EARLY:
+            self._early.popitem(last=False)
+        self._count(session)
+        self._active(session.tool, 1)
         if self.policy.alertable(session):
             self.alerts.session(session)
+
+    def session(self, session: Session) -> None:
+        """A finished session: write it; count and alert unless that happened early."""
+        session = self.policy.judge(dataclasses.replace(session, session_id=next(self._ids)))
+        seen = [f for f in session.flow_ids if f in self._early]
+        for flow_id in seen:
+            self._active(self._early.pop(flow_id), -1)
+        if self.metrics is not None:
+            m = self.metrics
+            m.session_bytes.labels(session.tool, "toserver").inc(session.bytes_toserver)
+            m.session_bytes.labels(session.tool, "toclient").inc(session.bytes_toclient)
+        if not seen:
+            self._count(session)
+        for sink in self.sinks:
+            sink.session(session)
+        if not seen and self.policy.alertable(session):
+            self.alerts.session(session)
+
+    def _count(self, session: Session) -> None:
+        self.session_counts[session.verdict] = self.session_counts.get(session.verdict, 0) + 1
+        if self.metrics is not None:
+            self.metrics.sessions.labels(session.tool, session.channel, session.verdict).inc()
+
+    def _active(self, tool: str, delta: int) -> None:
+        if self.metrics is not None:
+            self.metrics.sessions_active.labels(tool).inc(delta)
 
     def tick(self, now_ns: int) -> None:
         self.alerts.expire(now_ns)

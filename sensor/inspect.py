@@ -23,9 +23,17 @@ DnsHook = Callable[[int, bytes, dns.DnsMessage], None]  # packet time, client ad
 class Inspector:
     """Decides each flow's application protocol and keeps what its parsers found."""
 
-    def __init__(self, settings: FlowSettings, on_dns: DnsHook | None = None) -> None:
+    def __init__(
+        self,
+        settings: FlowSettings,
+        on_dns: DnsHook | None = None,
+        identify_now: Callable[[Flow], None] | None = None,
+        identify_later: Callable[[Flow, int], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.on_dns = on_dns
+        self.identify_now = identify_now
+        self.identify_later = identify_later
         self.parse_errors: dict[str, int] = {}
 
     # --- TCP ---------------------------------------------------------------------------------
@@ -38,6 +46,8 @@ class Inspector:
         side = 0 if d.is_client else 1
         if not flow.first_speaker:
             flow.first_speaker = "client" if d.is_client else "server"
+            if self.identify_later is not None:
+                self.identify_later(flow, d.last)
         if not flow.first_sizes[side]:
             flow.first_sizes[side] = len(buf)
         head_limit = self.settings.head_bytes
@@ -128,6 +138,8 @@ class Inspector:
         side = 0 if d.is_client else 1
         if not flow.first_speaker and payload:
             flow.first_speaker = "client" if d.is_client else "server"
+            if self.identify_later is not None:
+                self.identify_later(flow, ts)
         if not flow.heads[side] and payload:
             flow.heads[side] = payload[: self.settings.head_bytes]
             flow.first_sizes[side] = len(payload)
@@ -172,6 +184,9 @@ class Inspector:
         d.inspect = False
         d.buf = None
         d.pending = None
+        flow = d.flow
+        if self.identify_now is not None and not flow.c2s.inspect and not flow.s2c.inspect:
+            self.identify_now(flow)
 
     def _parse_error(self, proto: str) -> None:
         self.parse_errors[proto] = self.parse_errors.get(proto, 0) + 1

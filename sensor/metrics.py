@@ -123,6 +123,12 @@ class Metrics:
             ["tool", "channel", "verdict"],
             registry=registry,
         )
+        self.sessions_active = Gauge(
+            "rmm_sensor_sessions_active",
+            "Remote-access sessions seen on flows that are still running (live capture).",
+            ["tool"],
+            registry=registry,
+        )
         self.session_bytes = Counter(
             "rmm_sensor_session_bytes",
             "Bytes carried by remote-access sessions, by tool and direction.",
@@ -203,6 +209,7 @@ class Metrics:
                     self.sessions.labels(tool, channel, verdict)
             for direction in ("toserver", "toclient"):
                 self.session_bytes.labels(tool, direction)
+            self.sessions_active.labels(tool)
 
 
 def protocol_label(proto: int) -> str:

@@ -57,13 +57,23 @@ class Engine:
         on_dns: DnsHook | None = None,
         on_tick: Callable[[int], None] | None = None,
         shard: tuple[int, int] = (0, 1),
+        on_identified: Callable[[FlowRecord], None] | None = None,
+        worker: tuple[int, int] = (0, 1),
     ) -> None:
         self.settings = settings
         self.on_flow = on_flow
         self.on_tick = on_tick
         self.stats = Stats()
-        self.table = FlowTable(settings, self._flow_ended)
-        self.inspector = Inspector(settings, on_dns)
+        # Live, a flow is also looked at while it runs (a relay session can last hours).
+        self.on_identified = on_identified
+        early = self._flow_identified if on_identified is not None else None
+        self.table = FlowTable(settings, self._flow_ended, early, worker=worker)
+        self.inspector = Inspector(
+            settings,
+            on_dns,
+            self.table.identify_now if early else None,
+            self.table.identify_later if early else None,
+        )
         self.certs = CertCache()
         self.shard_index, self.shards = shard
         self._next_expiry = 0
@@ -71,6 +81,10 @@ class Engine:
 
     def _flow_ended(self, flow: Flow, reason: str) -> None:
         self.on_flow(build_record(flow, reason, self.certs))
+
+    def _flow_identified(self, flow: Flow) -> None:
+        if self.on_identified is not None:
+            self.on_identified(build_record(flow, "active", self.certs))
 
     def flush(self) -> None:
         """End every open flow (end of input or shutdown)."""

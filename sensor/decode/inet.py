@@ -39,7 +39,11 @@ def decode_transport(data: bytes, off: int, ethertype: int) -> Transport:
             raise DecodeError("bad_ip_header_length")
         total = (data[off + 2] << 8) | data[off + 3]
         if total < ihl:
-            raise DecodeError("bad_ip_total_length")
+            if total:
+                raise DecodeError("bad_ip_total_length")
+            # Zero: segmentation offload on the capturing host left the field for the NIC to
+            # fill in; the frame holds the whole packet (Wireshark reads it the same way).
+            total = len(data) - off
         if ((data[off + 6] << 8) | data[off + 7]) & 0x3FFF:
             raise DecodeError("ip_fragment")
         proto = data[off + 9]

@@ -92,6 +92,7 @@ class Flow:
         "http_requests",
         "http_response",
         "id",
+        "identified",
         "key",
         "proto",
         "s2c",
@@ -109,6 +110,7 @@ class Flow:
         self.closed = False
         self.ended = False
         self.syn_seen = False
+        self.identified = False  # the live sensor looked at it before it ended
         self.app = ""
         self.first_speaker = ""
         # Filled by the protocol stage; kept as loose slots to stay cheap for flows never inspected.
@@ -151,9 +153,19 @@ def sender_is_client(proto: int, key: bytes, tcp_flags: int) -> bool:
 class FlowTable:
     """Flows keyed by directional key, bounded in number, ended through ``on_end``."""
 
-    def __init__(self, settings: FlowSettings, on_end: Callable[[Flow, str], None]) -> None:
+    def __init__(
+        self,
+        settings: FlowSettings,
+        on_end: Callable[[Flow, str], None],
+        on_identify: Callable[[Flow], None] | None = None,
+        identify_after_s: int = 5,
+        worker: tuple[int, int] = (0, 1),
+    ) -> None:
         self.settings = settings
         self.on_end = on_end
+        self.on_identify = on_identify
+        self.identify_after_s = identify_after_s
+        self._identify_heap: list[tuple[int, int, Flow]] = []
         self.tcp: dict[bytes, Direction] = {}
         self.udp: dict[bytes, Direction] = {}
         self.active = 0
@@ -161,7 +173,8 @@ class FlowTable:
         self.ended_by: dict[str, int] = {}
         self._heap: list[tuple[int, int, Flow]] = []
         self._seq = itertools.count()
-        self._ids = itertools.count(1)
+        # Flow ids stay unique across the worker processes of one sensor.
+        self._ids = itertools.count(worker[0] + 1, worker[1])
 
     def create(self, proto: int, key: bytes, ts: int, tcp_flags: int) -> Direction:
         """Start a flow for a packet whose key is in neither direction of the table."""
@@ -185,6 +198,18 @@ class FlowTable:
             entry = (ts + self.settings.tcp_closed_s * NS, next(self._seq), flow)
             heapq.heappush(self._heap, entry)
 
+    def identify_later(self, flow: Flow, ts: int) -> None:
+        """First payload seen: look at the flow once its first bytes had time to arrive."""
+        if self.on_identify is not None and not flow.identified:
+            entry = (ts + self.identify_after_s * NS, next(self._seq), flow)
+            heapq.heappush(self._identify_heap, entry)
+
+    def identify_now(self, flow: Flow) -> None:
+        """Both directions told what they are: look at the flow while it is still running."""
+        if self.on_identify is not None and not flow.identified and not flow.ended:
+            flow.identified = True
+            self.on_identify(flow)
+
     def end(self, flow: Flow, reason: str) -> None:
         if flow.ended:
             return
@@ -198,6 +223,9 @@ class FlowTable:
 
     def expire(self, now: int) -> None:
         """End every flow whose idle, close or age deadline has passed at packet time ``now``."""
+        due = self._identify_heap
+        while due and due[0][0] <= now:
+            self.identify_now(heapq.heappop(due)[2])
         heap = self._heap
         settings = self.settings
         while heap and heap[0][0] <= now:
@@ -220,6 +248,7 @@ class FlowTable:
         for flow in sorted(flows.values(), key=lambda f: (f.first, f.id)):
             self.end(flow, reason)
         self._heap.clear()
+        self._identify_heap.clear()
 
     def _evict_one(self) -> None:
         heap = self._heap

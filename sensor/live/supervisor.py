@@ -153,6 +153,8 @@ class Supervisor:
         kind, wid, payload = message
         if kind == "session":
             self.verdicts.session(payload)
+        elif kind == "early":
+            self.verdicts.early(payload)
         elif kind == "flows":
             for record in payload:
                 self.verdicts.flow(record)

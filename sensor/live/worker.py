@@ -66,6 +66,9 @@ class _Outbox:
     def session(self, s: Session) -> None:
         self.out.put(("session", self.wid, s))
 
+    def early(self, s: Session) -> None:
+        self.out.put(("early", self.wid, s))
+
     def flow(self, r: FlowRecord) -> None:
         self.flows.append(r)
         if len(self.flows) >= FLOW_BATCH:
@@ -99,6 +102,8 @@ def run_worker(spec: WorkerSpec, out: Queue[Any], inbox: Queue[Any]) -> None:
         box.session,
         on_flow=box.flow if spec.send_flows else None,
         shard=(spec.worker_id, spec.shards) if spec.captures else (0, 1),
+        on_early=box.early if spec.interface else None,
+        worker=(spec.worker_id, spec.shards),
     )
     if spec.interface:
         detector.on_learn = lambda address, name: box.names.append((address, name))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from socket import AF_INET, AF_INET6, inet_ntop
 from types import MappingProxyType
 from typing import Final
 
@@ -54,6 +55,7 @@ _MAX_NAME_WIRE: Final = 255
 _MAX_JUMPS: Final = 128
 _MIN_QUESTION: Final = 5  # root name + type + class
 _MIN_RECORD: Final = 11  # root name + type + class + ttl + rdlength
+_TEN_ZERO_BYTES: Final = bytes(10)
 
 _TYPE_A: Final = 1
 _TYPE_NS: Final = 2
@@ -162,17 +164,13 @@ def parse_dns(data: bytes) -> DnsMessage:
         questions.append(question)
     for _ in range(qdcount - len(questions)):
         pos = _skip_question(data, pos)
-    answers: list[DnsAnswer] = []
-    for _ in range(min(ancount, MAX_ANSWERS)):
-        answer, pos = _read_answer(names, pos)
-        answers.append(answer)
     return DnsMessage(
         id=msg_id,
         is_response=bool(flags & 0x8000),
         opcode=(flags >> 11) & 0xF,
         rcode=flags & 0xF,
         questions=tuple(questions),
-        answers=tuple(answers),
+        answers=_read_answers(names, pos, min(ancount, MAX_ANSWERS)),
     )
 
 
@@ -199,10 +197,10 @@ def parse_dns_tcp(data: bytes) -> tuple[DnsMessage, ...] | None:
 
 def _read_question(names: _Names, pos: int) -> tuple[DnsQuestion, int]:
     name, pos = names.read(pos)
-    if pos + 4 > len(names.data):
+    data = names.data
+    if pos + 4 > len(data):
         raise ParseError("DNS question truncated")
-    rrtype = int.from_bytes(names.data[pos : pos + 2], "big")
-    return DnsQuestion(name=name, rrtype=rrtype), pos + 4
+    return DnsQuestion(name=name, rrtype=(data[pos] << 8) | data[pos + 1]), pos + 4
 
 
 def _skip_question(data: bytes, pos: int) -> int:
@@ -212,30 +210,39 @@ def _skip_question(data: bytes, pos: int) -> int:
     return pos
 
 
-def _read_answer(names: _Names, pos: int) -> tuple[DnsAnswer, int]:
+def _read_answers(names: _Names, pos: int, count: int) -> tuple[DnsAnswer, ...]:
+    """The first ``count`` records from ``pos`` on."""
     data = names.data
-    name, pos = names.read(pos)
-    if pos + _RR_FIXED.size > len(data):
-        raise ParseError("DNS resource record truncated")
-    rrtype, _rrclass, ttl, rdlength = _RR_FIXED.unpack_from(data, pos)
-    start = pos + _RR_FIXED.size
-    end = start + rdlength
-    if end > len(data):
-        raise ParseError("DNS record data runs past the end of the message")
-    text = _rdata_text(names, rrtype, start, end)
-    return DnsAnswer(name=name, rrtype=rrtype, ttl=ttl, data=text), end
+    size = len(data)
+    read_name = names.read
+    unpack_fixed = _RR_FIXED.unpack_from
+    answers: list[DnsAnswer] = []
+    for _ in range(count):
+        name, pos = read_name(pos)
+        if pos + _RR_FIXED.size > size:
+            raise ParseError("DNS resource record truncated")
+        rrtype, _rrclass, ttl, rdlength = unpack_fixed(data, pos)
+        start = pos + _RR_FIXED.size
+        pos = start + rdlength
+        if pos > size:
+            raise ParseError("DNS record data runs past the end of the message")
+        if rrtype == _TYPE_A and rdlength == 4:  # the usual record: no call for its data
+            text: str | None = inet_ntop(AF_INET, data[start:pos])
+        else:
+            text = _rdata_text(names, rrtype, start, pos)
+        answers.append(DnsAnswer(name=name, rrtype=rrtype, ttl=ttl, data=text))
+    return tuple(answers)
 
 
 def _rdata_text(names: _Names, rrtype: int, start: int, end: int) -> str | None:
-    rdata = names.data[start:end]
     if rrtype == _TYPE_A:
-        if len(rdata) != 4:
+        if end - start != 4:
             raise ParseError("A record data is not 4 bytes")
-        return str(ipaddress.IPv4Address(rdata))
+        return inet_ntop(AF_INET, names.data[start:end])
     if rrtype == _TYPE_AAAA:
-        if len(rdata) != 16:
+        if end - start != 16:
             raise ParseError("AAAA record data is not 16 bytes")
-        return ipaddress.IPv6Address(rdata).compressed
+        return _ipv6_text(names.data[start:end])
     if rrtype in _NAME_TYPES:
         # The target name may point back anywhere in the message, but its own bytes must
         # fill the record data exactly.
@@ -246,14 +253,13 @@ def _rdata_text(names: _Names, rrtype: int, start: int, end: int) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class _Suffix:
-    """A name as decoded from one offset on."""
-
-    text: str
-    wire_length: int  # its labels with their length bytes, plus the root byte
-    jumps: int  # compression pointers followed inside it
-    end: int  # offset after its bytes in place (after its first pointer, or its root label)
+def _ipv6_text(packed: bytes) -> str:
+    """RFC 5952 text, as ``ipaddress.IPv6Address(packed).compressed`` gives it."""
+    if packed.startswith(_TEN_ZERO_BYTES):
+        # ::ffff:a.b.c.d and ::a.b.c.d: C libraries may print the IPv4 part dotted, and
+        # ipaddress does not (or not in every Python version); follow ipaddress.
+        return ipaddress.IPv6Address(packed).compressed
+    return inet_ntop(AF_INET6, packed)
 
 
 class _Names:
@@ -268,11 +274,27 @@ class _Names:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        self._known: dict[int, _Suffix] = {}
+        # Offset -> the name from there on: (text, wire length of its labels plus the root
+        # byte, pointers followed inside it, offset after its bytes in place, i.e. after its
+        # first pointer or its root label).
+        self._known: dict[int, tuple[str, int, int, int]] = {}
 
     def read(self, start: int) -> tuple[str, int]:
         """Decode the (possibly compressed) name at ``start``; return it and the offset after it."""
+        known = self._known
+        tail = known.get(start)
+        if tail is not None:
+            return tail[0], tail[3]
         data = self.data
+        size = len(data)
+        if start + 1 < size and data[start] >= 0xC0:
+            # The usual compressed name: one pointer to a name read before (the checks are
+            # those of the walk below, for a walk of one jump).
+            target = ((data[start] & 0x3F) << 8) | data[start + 1]
+            tail = known.get(target)
+            if tail is not None and target < start and tail[2] < _MAX_JUMPS:
+                known[start] = (tail[0], tail[1], tail[2] + 1, start + 2)
+                return tail[0], start + 2
         # Every label and pointer passed: offset, label text ("" for a pointer), wire size, run.
         walked: list[tuple[int, str, int, int]] = []
         run_ends: list[int] = []  # in-place end of each run of labels (run n follows jump n)
@@ -280,15 +302,11 @@ class _Names:
         jumps = 0
         pos = floor = start  # a pointer must land strictly before ``floor``
         while True:  # bounded: each pass adds a label (<= 255 bytes) or a jump (<= _MAX_JUMPS)
-            tail = self._known.get(pos)
-            if tail is not None:
-                run_ends.append(tail.end)
-                break
-            if pos >= len(data):
+            if pos >= size:
                 raise ParseError("DNS name runs past the end of the message")
             length = data[pos]
-            if length & 0xC0 == 0xC0:
-                if pos + 1 >= len(data):
+            if length >= 0xC0:
+                if pos + 1 >= size:
                     raise ParseError("DNS compression pointer truncated")
                 target = ((length & 0x3F) << 8) | data[pos + 1]
                 if target >= floor:
@@ -299,34 +317,38 @@ class _Names:
                     raise ParseError("too many DNS compression pointers in one name")
                 run_ends.append(pos + 2)
                 pos = floor = target
-                continue
-            if length & 0xC0:
+            elif length >= 0x40:
                 raise ParseError("unsupported DNS label type")
-            if length == 0:
+            elif length == 0:
                 run_ends.append(pos + 1)
-                tail = _Suffix("", 1, 0, pos + 1)
+                tail = ("", 1, 0, pos + 1)
                 break
-            labels_length += 1 + length
-            if labels_length + 1 > _MAX_NAME_WIRE:
-                raise ParseError("DNS name longer than 255 bytes")
-            label = data[pos + 1 : pos + 1 + length]
-            if len(label) != length:
-                raise ParseError("DNS label runs past the end of the message")
-            walked.append((pos, _label_text(label), 1 + length, jumps))
-            pos += 1 + length
-        if labels_length + tail.wire_length > _MAX_NAME_WIRE:
+            else:
+                labels_length += 1 + length
+                if labels_length + 1 > _MAX_NAME_WIRE:
+                    raise ParseError("DNS name longer than 255 bytes")
+                label_end = pos + 1 + length
+                if label_end > size:
+                    raise ParseError("DNS label runs past the end of the message")
+                walked.append((pos, _label_text(data[pos + 1 : label_end]), 1 + length, jumps))
+                pos = label_end
+            tail = known.get(pos)
+            if tail is not None:
+                run_ends.append(tail[3])
+                break
+        text, wire_length, tail_jumps, _ = tail
+        if labels_length + wire_length > _MAX_NAME_WIRE:
             raise ParseError("DNS name longer than 255 bytes")
-        total_jumps = jumps + tail.jumps
+        total_jumps = jumps + tail_jumps
         if total_jumps > _MAX_JUMPS:
             raise ParseError("too many DNS compression pointers in one name")
         # Remember the name from every label and pointer passed, so reaching any of them
         # again costs nothing.
-        text, wire_length = tail.text, tail.wire_length
-        for offset, label_text, size, run in reversed(walked):
+        for offset, label_text, label_size, run in reversed(walked):
             if label_text:
                 text = f"{label_text}.{text}" if text else label_text
-            wire_length += size
-            self._known[offset] = _Suffix(text, wire_length, total_jumps - run, run_ends[run])
+            wire_length += label_size
+            known[offset] = (text, wire_length, total_jumps - run, run_ends[run])
         return text, run_ends[0]
 
 

@@ -65,8 +65,13 @@ _METHODS: Final = frozenset(
 _LONGEST_METHOD: Final = max(len(m) for m in _METHODS)
 
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# One field line ("name:value"); ``findall`` over all lines at once is the fast path.
-_FIELD_LINE: Final = re.compile(rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):(.*)", re.MULTILINE)
+# Field lines, each "\nname:value": the check that needs no loop over the lines.
+_FIELD_LINES: Final = re.compile(rb"(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\n]*)+")
+# A field line of a kept field (its name in any case, then its raw value).
+_KEPT_FIELD_LINE: Final = re.compile(
+    rb"\n(host|user-agent|content-type|content-length|transfer-encoding|server|location):([^\n]*)",
+    re.IGNORECASE,
+)
 _VERSION: Final = re.compile(rb"HTTP/1\.[0-9]")
 _STATUS_LINE: Final = re.compile(rb"(HTTP/1\.[0-9]) ([0-9]{3})(?: (.*))?")
 _CTL: Final = re.compile(rb"[\x00-\x1f\x7f]")
@@ -219,8 +224,8 @@ def _find_head(
 
     The head ends at the first line end followed by an empty line: "\r\n\r\n", or the
     same with either CR missing. It must end within the first ``max_head`` bytes. Lines lose
-    their line ends; the field lines stay in one bytes object, joined by "\n" (``None``
-    when the head is the start line alone).
+    their line ends; the field lines stay in one bytes object, each starting with "\n"
+    (``None`` when the head is the start line alone).
     """
     crlf = data.find(b"\n\r\n", 0, max_head)
     # A bare "\n\n" counts only if it comes first; search no further than that.
@@ -240,7 +245,7 @@ def _find_head(
     if first_end < 0:
         return data[:newline].removesuffix(b"\r"), None, head_length
     # Each line loses one CR before its LF; the last has no LF left, so trim it on its own.
-    fields = data[first_end + 1 : newline].replace(b"\r\n", b"\n").removesuffix(b"\r")
+    fields = data[first_end:newline].replace(b"\r\n", b"\n").removesuffix(b"\r")
     return data[:first_end].removesuffix(b"\r"), fields, head_length
 
 
@@ -291,23 +296,21 @@ def _status_line(line: bytes) -> tuple[str, int, str]:
 def _header_fields(lines: bytes | None) -> dict[bytes, bytes]:
     """Lowercase field name -> raw value of its first occurrence, for the kept fields only.
 
-    ``lines`` are the field lines joined by "\n". Every line is checked, kept or not.
+    ``lines`` are the field lines, each after a "\n". Every line is checked, kept or not.
     Content-Length copies are joined with "," so ``_content_length`` can check they agree.
     """
     if lines is None:
         return {}
-    pairs = _FIELD_LINE.findall(lines)
-    if len(pairs) != lines.count(b"\n") + 1:
+    if _FIELD_LINES.fullmatch(lines) is None:
         # Some line is not "name:value": a continuation line, or a malformed one.
-        return _folded_header_fields(lines.split(b"\n"))
+        return _folded_header_fields(lines.split(b"\n")[1:])
     fields: dict[bytes, bytes] = {}
-    for raw_name, raw_value in pairs:  # bounded by the head size
+    for raw_name, raw_value in _KEPT_FIELD_LINE.findall(lines):  # bounded by the head size
         name = raw_name.lower()
-        if name in _KEPT_FIELDS:
-            if name not in fields:
-                fields[name] = raw_value.strip(_OWS)
-            elif name == b"content-length":
-                fields[name] = b"%s,%s" % (fields[name], raw_value.strip(_OWS))
+        if name not in fields:
+            fields[name] = raw_value.strip(_OWS)
+        elif name == b"content-length":
+            fields[name] = b"%s,%s" % (fields[name], raw_value.strip(_OWS))
     return fields
 
 
