@@ -119,6 +119,7 @@ class Engine:
         others = stats.other_protocols if counting else {}
         packets = bytes_seen = non_ip = 0
         next_expiry = self._next_expiry
+        backwards = max(self.settings.tcp_idle_s, self.settings.udp_idle_s) * NS + NS
         ts = stats.last_packet_ns
         try:
             for ts, linktype, data, wire_len in frames:
@@ -196,6 +197,11 @@ class Engine:
                     next_expiry = ts + NS
                     if self.on_tick is not None:
                         self.on_tick(ts)
+                elif ts < next_expiry - backwards:
+                    # Time went back further than any flow can idle (the next of several
+                    # files, a clock reset): flows of the old timeline cannot continue.
+                    table.flush("time_jump")
+                    next_expiry = ts + NS
         finally:
             if counting:
                 stats.packets += packets

@@ -183,3 +183,14 @@ def test_random_frames_never_escape_and_are_all_counted(rows: list[tuple[int, by
     engine.flush()
     assert engine.stats.packets == len(rows)
     assert "internal_error" not in engine.stats.decode_errors
+
+
+def test_time_going_back_ends_the_old_timeline() -> None:
+    """A second, older capture after a newer one: the first file's flows end, they don't linger."""
+    records: list[FlowRecord] = []
+    engine = Engine(FlowSettings(), records.append)
+    engine.run(frames(session([]), start=1_800_000_000 * NS))
+    assert engine.table.active == 1
+    engine.run(frames([tcp(C, S, 40001, 443, "S", 1)], start=1_700_000_000 * NS))
+    assert [r.end_reason for r in records] == ["time_jump"]
+    assert engine.table.active == 1
