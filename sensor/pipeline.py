@@ -123,6 +123,19 @@ class Engine:
         ts = stats.last_packet_ns
         try:
             for ts, linktype, data, wire_len in frames:
+                # Timeouts run on packet time, checked before the packet joins its flow.
+                if ts >= next_expiry:
+                    if not stats.first_packet_ns:
+                        stats.first_packet_ns = ts
+                    table.expire(ts)
+                    next_expiry = ts + NS
+                    if self.on_tick is not None:
+                        self.on_tick(ts)
+                elif ts < next_expiry - backwards:
+                    # Time went back further than any flow can idle (the next of several
+                    # files, a clock reset): flows of the old timeline cannot continue.
+                    table.flush("time_jump")
+                    next_expiry = ts + NS
                 packets += 1
                 bytes_seen += wire_len
                 try:
@@ -190,18 +203,6 @@ class Engine:
                     if self._internal_errors_logged < 10:
                         self._internal_errors_logged += 1
                         log.exception("packet %d could not be processed", stats.packets + packets)
-                if ts >= next_expiry:
-                    if not stats.first_packet_ns:
-                        stats.first_packet_ns = ts
-                    table.expire(ts)
-                    next_expiry = ts + NS
-                    if self.on_tick is not None:
-                        self.on_tick(ts)
-                elif ts < next_expiry - backwards:
-                    # Time went back further than any flow can idle (the next of several
-                    # files, a clock reset): flows of the old timeline cannot continue.
-                    table.flush("time_jump")
-                    next_expiry = ts + NS
         finally:
             if counting:
                 stats.packets += packets
