@@ -75,6 +75,7 @@ class OutputSettings:
     syslog: bool = False
     syslog_address: str = "/dev/log"
     spool_max: int = 10_000
+    sessions_file: str = ""  # final session records as JSON lines
 
 
 @dataclass(frozen=True, slots=True)

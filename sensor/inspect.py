@@ -16,6 +16,7 @@ from sensor.protocols.errors import ParseError
 DNS_PORTS = frozenset((53, 5353, 5355))
 MAX_DNS_MESSAGES = 32
 MAX_UDP_INSPECTED = 4  # datagrams per direction kept for non-DNS UDP
+MAX_REQUESTS = 32  # HTTP request heads kept per connection
 
 DnsHook = Callable[[int, bytes, dns.DnsMessage], None]  # packet time, client address, message
 
@@ -51,7 +52,7 @@ class Inspector:
         if not flow.first_sizes[side]:
             flow.first_sizes[side] = len(buf)
         head_limit = self.settings.head_bytes
-        if len(flow.heads[side]) < head_limit:
+        if not d.consumed and len(flow.heads[side]) < head_limit:
             flow.heads[side] = bytes(buf[:head_limit])
         if not flow.app:
             flow.app = self._classify_tcp(flow, d, buf)
@@ -60,7 +61,10 @@ class Inspector:
         if app == "tls":
             self._tls(flow, d, side, bytes(buf), full)
         elif app == "http":
-            self._http(flow, d, bytes(buf), full)
+            if d.is_client:
+                self._http_requests(flow, d, buf)
+            else:
+                self._http_response(flow, d, bytes(buf), full)
         elif app == "dns":
             self._dns_tcp(flow, d, bytes(buf), full)
         elif len(buf) >= head_limit:
@@ -94,18 +98,49 @@ class Inspector:
         if full:
             self.stop(d)
 
-    def _http(self, flow: Flow, d: Direction, data: bytes, full: bool) -> None:
-        if d.is_client:
-            requests = http.parse_http_requests(data, max_head=self.settings.stream_bytes)
-            if requests:
-                flow.http_requests = requests
-            elif not http.looks_like_http_request(data[:8]):
-                self._parse_error("http")
+    def _http_requests(self, flow: Flow, d: Direction, buf: bytearray) -> None:
+        """Take every complete request head off the buffer and pass over its body.
+
+        The buffer never holds a body, so a client can be followed through a long keep-alive
+        connection (an exploit's third request, after two large POSTs) for a bounded cost.
+        """
+        max_head = self.settings.stream_bytes
+        while True:
+            if d.skip:
+                taken = min(d.skip, len(buf))
+                self._consume(d, buf, taken)
+                d.skip -= taken
+                if d.skip:
+                    return
+            while buf[:2] == b"\r\n":  # a stray line end between requests
+                self._consume(d, buf, 2)
+            if not buf:
+                return
+            try:
+                request = http.parse_http_request(bytes(buf[:max_head]), max_head=max_head)
+            except ParseError:
+                if not flow.http_requests:
+                    self._parse_error("http")
                 self.stop(d)
                 return
-            if full:
-                self.stop(d)
-            return
+            if request is None:
+                if len(buf) >= max_head:
+                    self.stop(d)
+                return
+            flow.http_requests.append(request)
+            if request.transfer_encoding is not None or len(flow.http_requests) >= MAX_REQUESTS:
+                self.stop(d)  # a chunked body cannot be passed over by length
+                return
+            total = request.head_length + (request.content_length or 0)
+            taken = min(total, len(buf))
+            self._consume(d, buf, taken)
+            d.skip = total - taken
+
+    def _consume(self, d: Direction, buf: bytearray, n: int) -> None:
+        del buf[:n]
+        d.consumed += n
+
+    def _http_response(self, flow: Flow, d: Direction, data: bytes, full: bool) -> None:
         try:
             response = http.parse_http_response(data, max_head=self.settings.stream_bytes)
         except ParseError:

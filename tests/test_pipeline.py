@@ -194,3 +194,25 @@ def test_time_going_back_ends_the_old_timeline() -> None:
     engine.run(frames([tcp(C, S, 40001, 443, "S", 1)], start=1_700_000_000 * NS))
     assert [r.end_reason for r in records] == ["time_jump"]
     assert engine.table.active == 1
+
+
+def test_http_requests_after_large_bodies_are_still_seen() -> None:
+    """A keep-alive client: heads are kept, bodies are passed over, whatever their size."""
+    body = b"x" * 20_000
+    stream = (
+        b"POST /Services/ExtensionService.ashx/InstallExtension HTTP/1.1\r\nHost: h\r\n"
+        b"Content-Length: 20000\r\n\r\n" + body + b"POST /SetupWizard.aspx/x HTTP/1.1\r\n"
+        b"Host: h\r\nContent-Length: 20000\r\n\r\n"
+        + body
+        + b"GET /App_Extensions/x.ashx HTTP/1.1\r\n"
+        b"Host: h\r\n\r\n"
+    )
+    segments = [(off, stream[off : off + 1400]) for off in range(0, len(stream), 1400)]
+    _, (r,) = run(session(segments))
+    assert r.http is not None
+    assert [q.target for q in r.http.requests] == [
+        "/Services/ExtensionService.ashx/InstallExtension",
+        "/SetupWizard.aspx/x",
+        "/App_Extensions/x.ashx",
+    ]
+    assert r.client_head.startswith(b"POST /Services/")

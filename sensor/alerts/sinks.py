@@ -1,4 +1,5 @@
-"""Alert outputs of the live sensor: JSON-lines file, standard output, syslog.
+"""Alert outputs of the live sensor: JSON-lines file, standard output, syslog; and a file of
+final session records.
 
 Each output keeps a bounded spool: an alert that cannot be written (disk full, file not writable,
 syslog unreachable) stays queued and is retried on the next alert and on every tick; failures and
@@ -44,12 +45,15 @@ class SpoolingSink:
         pass
 
     def alert(self, alert: Alert) -> None:
+        self.enqueue(alert.severity, eve.dumps(eve.alert_event(alert)))
+
+    def enqueue(self, severity: str, line: str) -> None:
         if len(self.spool) >= self.max_spool:
             self.spool.popleft()
             self.dropped += 1
             if self.metrics is not None:
                 self.metrics.output_dropped.labels(self.name).inc()
-        self.spool.append((alert.severity, eve.dumps(eve.alert_event(alert))))
+        self.spool.append((severity, line))
         self.retry()
 
     def retry(self) -> None:
@@ -111,6 +115,20 @@ class JsonFileSink(SpoolingSink):
             with contextlib.suppress(OSError):  # closing a file on a failed disk: nothing to do
                 os.close(self._fd)
             self._fd = -1
+
+
+class SessionFileSink(JsonFileSink):
+    """Final session records (not alerts), one JSON line each, as ``analyze --format json``
+    writes them: the live sensor's complete record, and what tests compare with the offline one.
+    """
+
+    name = "sessions"
+
+    def alert(self, alert: Alert) -> None:
+        pass  # alerts have their own outputs
+
+    def session(self, session: Session) -> None:
+        self.enqueue(session.severity or "low", eve.dumps(eve.session_event(session)))
 
 
 class StdoutSink(SpoolingSink):

@@ -13,7 +13,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from sensor.alerts.sinks import JsonFileSink, SpoolingSink, StdoutSink, SyslogSink
+from sensor.alerts.sinks import (
+    JsonFileSink,
+    SessionFileSink,
+    SpoolingSink,
+    StdoutSink,
+    SyslogSink,
+)
 from sensor.analysis import Verdicts
 from sensor.config import Settings, load_settings
 from sensor.live.http import MetricsServer
@@ -77,6 +83,8 @@ def build_sinks(settings: Settings, metrics: Metrics) -> list[SpoolingSink]:
         sinks.append(StdoutSink(out.spool_max, metrics))
     if out.syslog:
         sinks.append(SyslogSink(out.syslog_address, out.spool_max, metrics))
+    if out.sessions_file:
+        sinks.append(SessionFileSink(out.sessions_file, out.spool_max, metrics))
     return sinks
 
 

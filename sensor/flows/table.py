@@ -51,6 +51,7 @@ class Direction:
     __slots__ = (
         "buf",
         "bytes",
+        "consumed",
         "flags",
         "flow",
         "gap",
@@ -60,6 +61,7 @@ class Direction:
         "next_seq",
         "pending",
         "pkts",
+        "skip",
     )
 
     def __init__(self, flow: Flow, is_client: bool, ts: int) -> None:
@@ -74,6 +76,8 @@ class Direction:
         self.next_seq = -1  # unknown until a SYN or the first data segment
         self.pending: dict[int, bytes] | None = None
         self.gap = False
+        self.consumed = 0  # bytes a parser already took off the front of ``buf``
+        self.skip = 0  # body bytes still to pass over before the next HTTP request head
 
 
 class Flow:
@@ -117,7 +121,7 @@ class Flow:
         self.heads: list[bytes] = [b"", b""]
         self.first_sizes = [0, 0]
         self.tls: list[object | None] = [None, None]
-        self.http_requests: tuple[object, ...] = ()
+        self.http_requests: list[object] = []
         self.http_response: object | None = None
         self.dns: list[object] = []
 

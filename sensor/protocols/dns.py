@@ -285,16 +285,51 @@ class _Names:
         tail = known.get(start)
         if tail is not None:
             return tail[0], tail[3]
+        # The usual names: labels in place, then the root or one pointer to a name read
+        # before. Same checks and results as ``_walk``, which does everything else.
         data = self.data
         size = len(data)
-        if start + 1 < size and data[start] >= 0xC0:
-            # The usual compressed name: one pointer to a name read before (the checks are
-            # those of the walk below, for a walk of one jump).
-            target = ((data[start] & 0x3F) << 8) | data[start + 1]
-            tail = known.get(target)
-            if tail is not None and target < start and tail[2] < _MAX_JUMPS:
-                known[start] = (tail[0], tail[1], tail[2] + 1, start + 2)
-                return tail[0], start + 2
+        offsets: list[int] = []  # of the labels in place (and of the pointer)
+        end = pos = start
+        while pos < size and 0 < data[pos] < 0x40 and pos - start < _MAX_NAME_WIRE:
+            offsets.append(pos)
+            pos += 1 + data[pos]
+            tail = known.get(pos)
+            if tail is not None:  # the rest was read before
+                end = tail[3]
+                break
+        else:
+            if pos + 1 < size and data[pos] >= 0xC0:
+                target = ((data[pos] & 0x3F) << 8) | data[pos + 1]
+                tail = known.get(target) if target < start else None
+                if tail is not None:
+                    end = pos + 2
+                    tail = (tail[0], tail[1], tail[2] + 1, end)
+                    offsets.append(pos)
+            elif pos < size and data[pos] == 0:
+                end = pos + 1
+                tail = ("", 1, 0, end)
+        if tail is None or tail[2] > _MAX_JUMPS or pos - start + tail[1] > _MAX_NAME_WIRE:
+            return self._walk(start)
+        text, wire_length, jumps, _ = tail
+        for offset in reversed(offsets):
+            length = data[offset]
+            if length < 0x40:  # a label (the other offset is the pointer)
+                label = data[offset + 1 : offset + 1 + length]
+                if b"." in label or b"\\" in label:
+                    label_text = _label_text(label)
+                else:  # nothing to escape
+                    label_text = label.decode("utf-8", "backslashreplace")
+                text = f"{label_text}.{text}" if text else label_text
+                wire_length += 1 + length
+            known[offset] = (text, wire_length, jumps, end)
+        return text, end
+
+    def _walk(self, start: int) -> tuple[str, int]:
+        """``read`` for any name: several pointers, and every malformed case."""
+        known = self._known
+        data = self.data
+        size = len(data)
         # Every label and pointer passed: offset, label text ("" for a pointer), wire size, run.
         walked: list[tuple[int, str, int, int]] = []
         run_ends: list[int] = []  # in-place end of each run of labels (run n follows jump n)
@@ -330,7 +365,12 @@ class _Names:
                 label_end = pos + 1 + length
                 if label_end > size:
                     raise ParseError("DNS label runs past the end of the message")
-                walked.append((pos, _label_text(data[pos + 1 : label_end]), 1 + length, jumps))
+                label = data[pos + 1 : label_end]
+                if b"." in label or b"\\" in label:
+                    text = _label_text(label)
+                else:  # nothing to escape
+                    text = label.decode("utf-8", "backslashreplace")
+                walked.append((pos, text, 1 + length, jumps))
                 pos = label_end
             tail = known.get(pos)
             if tail is not None:
