@@ -46,6 +46,7 @@ WALK_WINDOW = 64 << 20
 class Job:
     name: str
     argv: tuple[str, ...]
+    ok_exit: frozenset[int] = frozenset({0})
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,7 @@ def bench(job: Job, packets: int, repeat: int) -> Result:
     for _ in range(repeat):
         run, tail = measure(job.argv)
         runs.append(run)
-        if run.exit_code != 0:
+        if run.exit_code not in job.ok_exit:
             error = f"exit {run.exit_code}: {tail.splitlines()[-1] if tail else ''}".rstrip()
             break
     command = shlex.join(job.argv)
@@ -199,11 +200,11 @@ def jobs_for(args: argparse.Namespace, capture: str) -> list[Job]:
     if "sensor" not in args.skip:
         base = [*shlex.split(args.sensor_cmd), "analyze", "--format", "json", "--flows"]
         extra = shlex.split(args.sensor_args)
-        jobs.append(Job("rmm-sensor", (*base, *extra, capture)))
+        ok = frozenset(args.sensor_ok_exit)
+        jobs.append(Job("rmm-sensor", (*base, *extra, capture), ok))
         for n in args.workers:
-            jobs.append(
-                Job(f"rmm-sensor --workers {n}", (*base, *extra, "--workers", str(n), capture))
-            )
+            with_workers = (*base, *extra, "--workers", str(n), capture)
+            jobs.append(Job(f"rmm-sensor --workers {n}", with_workers, ok))
     if "ndpi" not in args.skip:
         # -q: no per-flow report; detection itself runs in full.
         jobs.append(Job("ndpiReader", ("ndpiReader", "-i", capture, "-q")))
@@ -325,6 +326,11 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def exit_codes(text: str) -> list[int]:
+    """Parse "0" or "0,1"."""
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
 def worker_counts(text: str) -> list[int]:
     """Parse "2" or "2,4" (empty: none)."""
     counts = [int(part) for part in text.split(",") if part.strip()]
@@ -341,6 +347,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sensor-cmd", default=str(DEFAULT_SENSOR), help="rmm-sensor command (shell words)"
     )
     parser.add_argument("--sensor-args", default="", help="extra arguments for analyze")
+    parser.add_argument(
+        "--sensor-ok-exit",
+        type=exit_codes,
+        default=[0, 1],
+        metavar="N[,N...]",
+        help="sensor exit codes that mean success (default 0,1: 1 = unsanctioned tool seen)",
+    )
     parser.add_argument(
         "--workers",
         type=worker_counts,

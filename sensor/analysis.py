@@ -33,8 +33,15 @@ from sensor.model import Alert, FlowRecord, Session
 from sensor.pipeline import Engine
 from sensor.policy.verdicts import Policy
 from sensor.protocols.dns import DnsMessage
+from sensor.rules.chains import ChainTracker
+from sensor.rules.exploits import Exploit, ExploitDetector, exploit_session
+from sensor.rules.inventory import Inventory
 
 MAX_EARLY = 1_000_000  # flow ids remembered between early and final session records
+NS = 1_000_000_000
+RULE_OUTDATED = "outdated_rmm_server"
+RULE_CHAIN = "rmm_chain"
+RULE_EXPLOIT = "rmm_exploit_attempt"
 
 
 class Sink(Protocol):
@@ -69,12 +76,15 @@ class Detection:
         shard: tuple[int, int] = (0, 1),
         on_early: Callable[[Session], None] | None = None,
         worker: tuple[int, int] = (0, 1),
+        on_exploit: Callable[[Exploit, Session], None] | None = None,
     ) -> None:
         identified = self._on_identified if on_early is not None else None
         self.engine = Engine(
             settings, self._on_flow, self._on_dns, self._tick, shard, identified, worker
         )
         self.on_early = on_early
+        self.on_exploit = on_exploit
+        self.exploits = ExploitDetector()
         self.detector = detector
         self.sessions = sessions
         self.on_session = on_session
@@ -118,6 +128,9 @@ class Detection:
     def _on_flow(self, record: FlowRecord) -> None:
         if self.on_flow is not None:
             self.on_flow(record)
+        if self.on_exploit is not None and record.http is not None:
+            for exploit in self.exploits.check(record):
+                self.on_exploit(exploit, exploit_session(record, exploit))
         session = self.detector.detect(record)
         if session is not None:
             for done in self.sessions.add(session):
@@ -148,6 +161,8 @@ class Verdicts:
         self.metrics = metrics
         self.session_counts: dict[str, int] = {}
         self.alert_count = 0
+        self.inventory = Inventory(dict(settings.minimum_versions))
+        self.chains = ChainTracker(settings.chain_window_s)
         self._ids = itertools.count(1)
         # Flows whose session was already counted (and alerted) early, with its tool.
         self._early: OrderedDict[int, str] = OrderedDict()
@@ -156,6 +171,19 @@ class Verdicts:
         """Judge sessions from now on with a new policy (a reload)."""
         self.policy = Policy(settings)
         self.alerts.settings = settings
+        self.inventory.minimum_versions = dict(settings.minimum_versions)
+        self.chains.window = settings.chain_window_s * NS
+
+    def exploit(self, exploit: Exploit, session: Session) -> None:
+        """An exploitation attempt against (or by) one of the hosts we watch."""
+        session = self.policy.judge(session)
+        if self.metrics is not None:
+            self.metrics.exploit_attempts.labels(exploit.cve).inc()
+        message = (
+            f"{exploit.cve} exploitation attempt against {session.dest_ip}:{session.dest_port}"
+            f" from {session.src_ip}: {exploit.request_line} ({exploit.detail})"
+        )
+        self.alerts.raise_alert(Alert(0, RULE_EXPLOIT, "critical", exploit.ts_ns, message, session))
 
     def flow(self, record: FlowRecord) -> None:
         for sink in self.sinks:
@@ -172,6 +200,7 @@ class Verdicts:
             self._early.popitem(last=False)
         self._count(session)
         self._active(session.tool, 1)
+        self._first_sight(session)
         if self.policy.alertable(session):
             self.alerts.session(session)
 
@@ -187,10 +216,44 @@ class Verdicts:
             m.session_bytes.labels(session.tool, "toclient").inc(session.bytes_toclient)
         if not seen:
             self._count(session)
+            self._first_sight(session)
+        else:
+            self.inventory.observe(session, new_session=False)
         for sink in self.sinks:
             sink.session(session)
         if not seen and self.policy.alertable(session):
             self.alerts.session(session)
+
+    def _first_sight(self, session: Session) -> None:
+        """Inventory (outdated servers) and chaining, once per session, sanctioned or not."""
+        server, newly_outdated = self.inventory.observe(session)
+        if server is not None and newly_outdated:
+            minimum = dict(self.policy.settings.minimum_versions).get(server.tool, "")
+            message = (
+                f"{server.tool} server {server.address}:{server.port} "
+                f"({', '.join(server.names) or 'no name seen'}) runs version {server.version}, "
+                f"older than {minimum}"
+            )
+            alert = Alert(0, RULE_OUTDATED, "high", session.start_ns, message, session)
+            self.alerts.raise_alert(alert)
+        for first, second in self.chains.observe(session):
+            message = (
+                f"{second.src_ip} used {first.tool} ({first.channel}, "
+                f"{first.instance or first.dest_ip}) and then {second.tool} ({second.channel}, "
+                f"{second.instance or second.dest_ip}) within "
+                f"{(second.start_ns - first.start_ns) // NS} s"
+            )
+            self.alerts.raise_alert(
+                Alert(0, RULE_CHAIN, "high", second.start_ns, message, second, related=first)
+            )
+            if self.metrics is not None:
+                self.metrics.chains.labels(first.tool, second.tool).inc()
+        if self.metrics is not None:
+            for (tool, verdict), n in self.inventory.counts().items():
+                self.metrics.servers.labels(tool, verdict).set(n)
+            outdated = self.inventory.outdated_counts()
+            for tool in {s.tool for s in self.inventory.servers()}:
+                self.metrics.outdated_servers.labels(tool).set(outdated.get(tool, 0))
 
     def _count(self, session: Session) -> None:
         self.session_counts[session.verdict] = self.session_counts.get(session.verdict, 0) + 1

@@ -57,6 +57,9 @@ class PolicySettings:
     alert_min_confidence: str = "medium"  # weaker sessions get a verdict but no alert
     condense_window_s: int = 3600
     max_alerts_per_minute: int = 60
+    # Oldest server version not reported as outdated; 23.9.8 fixed CVE-2024-1709/-1708.
+    minimum_versions: dict[str, str] = field(default_factory=lambda: {"screenconnect": "23.9.8"})
+    chain_window_s: int = 3600  # a second tool on the same host within this raises rmm_chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,8 @@ class Settings:
 
 TOP_KEYS = ("capture", "flows", "signatures", "output", "metrics", "policy", "sanctioned")
 POLICY_KEYS = ("allowed_tools", "forbidden_tools", "internal_networks", "alert_min_confidence",
-               "condense_window_s", "max_alerts_per_minute")  # fmt: skip
+               "condense_window_s", "max_alerts_per_minute", "minimum_versions",
+               "chain_window_s")  # fmt: skip
 
 
 class _Ctx:
@@ -184,6 +188,12 @@ def _policy(ctx: _Ctx, loc: Located | None) -> PolicySettings:
     rate = defaults.max_alerts_per_minute
     if "max_alerts_per_minute" in m:
         rate = _non_negative(ctx, m["max_alerts_per_minute"], "policy.max_alerts_per_minute")
+    chain = defaults.chain_window_s
+    if "chain_window_s" in m:
+        chain = _non_negative(ctx, m["chain_window_s"], "policy.chain_window_s")
+    versions = defaults.minimum_versions
+    if "minimum_versions" in m:
+        versions = _versions(ctx, m["minimum_versions"], "policy.minimum_versions")
     return PolicySettings(
         allowed_tools=allowed,
         forbidden_tools=forbidden,
@@ -191,6 +201,8 @@ def _policy(ctx: _Ctx, loc: Located | None) -> PolicySettings:
         alert_min_confidence=confidence,
         condense_window_s=window,
         max_alerts_per_minute=rate,
+        minimum_versions=versions,
+        chain_window_s=chain,
     )
 
 
@@ -243,6 +255,16 @@ def _sanctioned(ctx: _Ctx, loc: Located | None) -> tuple[SanctionedEntry, ...]:
             )
         )
     return tuple(entries)
+
+
+def _versions(ctx: _Ctx, loc: Located, key: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for tool, item in _mapping(ctx, loc, key).items():
+        text = str(_scalar(ctx, item, f"{key}.{tool}", (str, int, float)))
+        if not re.fullmatch(r"\d+(\.\d+)*", text):
+            raise ctx.fail(item, f"{key}.{tool}", f"{text!r} is not a dotted version like 23.9.8")
+        out[tool.lower()] = text
+    return out
 
 
 def _each(

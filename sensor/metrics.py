@@ -19,6 +19,15 @@ from sensor import __version__
 
 NS = 1_000_000_000
 VERDICTS = ("sanctioned", "unsanctioned")
+ALERT_SERIES = (
+    ("unsanctioned_rmm_session", "low"),
+    ("unsanctioned_rmm_session", "medium"),
+    ("unsanctioned_rmm_session", "high"),
+    ("unsanctioned_rmm_session", "critical"),
+    ("outdated_rmm_server", "high"),
+    ("rmm_exploit_attempt", "critical"),
+    ("rmm_chain", "high"),
+)
 IP_PROTOCOL_NAMES = {1: "icmp", 2: "igmp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
 
 
@@ -149,6 +158,34 @@ class Metrics:
         )
         for reason in ("condensed", "throttled"):
             self.alerts_suppressed.labels(reason)
+        for rule, severity in ALERT_SERIES:
+            self.alerts.labels(rule, severity)
+        self.exploit_attempts = Counter(
+            "rmm_sensor_exploit_attempts",
+            "Requests exploiting remote-access servers, by CVE.",
+            ["cve"],
+            registry=registry,
+        )
+        for cve in ("CVE-2024-1709", "CVE-2024-1708"):
+            self.exploit_attempts.labels(cve)
+        self.chains = Counter(
+            "rmm_sensor_chains",
+            "Hosts that used a second remote-access tool soon after a first one.",
+            ["first_tool", "second_tool"],
+            registry=registry,
+        )
+        self.servers = Gauge(
+            "rmm_sensor_servers",
+            "Remote-access servers seen, by tool and whether any session with them was sanctioned.",
+            ["tool", "verdict"],
+            registry=registry,
+        )
+        self.outdated_servers = Gauge(
+            "rmm_sensor_outdated_servers",
+            "Remote-access servers seen running a version older than the policy's minimum.",
+            ["tool"],
+            registry=registry,
+        )
         self.signatures = Gauge(
             "rmm_sensor_signatures_loaded",
             "Signatures loaded, by tool.",
@@ -210,6 +247,9 @@ class Metrics:
             for direction in ("toserver", "toclient"):
                 self.session_bytes.labels(tool, direction)
             self.sessions_active.labels(tool)
+            self.outdated_servers.labels(tool)
+            for verdict in VERDICTS:
+                self.servers.labels(tool, verdict)
 
 
 def protocol_label(proto: int) -> str:

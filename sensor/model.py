@@ -127,3 +127,4 @@ class Alert:
     repeats: int = 0  # further sessions condensed into this alert (a follow-up record)
     last_ns: int = 0
     technique: str = "T1219"  # MITRE ATT&CK: Remote Access Tools
+    related: Session | None = None  # the other session of a chain

@@ -279,7 +279,7 @@ def test_anydesk_2022_relay_evidence_values() -> None:
     assert root["value"].startswith("CN=AnyNet Root CA")
     (client,) = evidence(relay, "anydesk-tls-client-cert")
     assert client["value"] == "CN=AnyDesk Client"
-    assert rmm["attributes"]["version"] == "6.2.0"
+    assert rmm["attributes"]["client_version"] == "6.2.0"
     assert rmm["attributes"]["os"] == "linux"
     # The relay's address is not one of the two answered look-ups: no attribution, no name.
     assert all(ev["field"] != "dns-attribution" for ev in rmm["evidence"])
@@ -410,9 +410,9 @@ def test_screenconnect_onprem_web_keeps_version_relay_and_key() -> None:
     events = sessions(PCAPS / "sc-web-onprem-8040.pcap")
     web = next(e for e in events if e["rmm"]["channel"] == "web")
     download = next(e for e in events if e["rmm"]["channel"] == "download")
-    assert web["rmm"]["attributes"]["version"] == "19.2.24707.7131"
+    assert web["rmm"]["attributes"]["server_version"] == "19.2.24707.7131"
     attrs = download["rmm"]["attributes"]
-    assert attrs["version"] == "19.2.24707.7131"
+    assert attrs["server_version"] == "19.2.24707.7131"
     assert attrs["relay_host"] == "support.vendor.example"
     assert attrs["relay_port"] == "8041"
     assert attrs["key_sha256"] == (
@@ -503,7 +503,7 @@ def test_anydesk_client_certificate_follows_the_endpoint_across_captures() -> No
 def test_anydesk_relay_reports_version_and_os() -> None:
     for capture in ("ad-relay-tls.pcap", "ad-relay-6568.pcap"):
         (relay,) = [e for e in sessions(PCAPS / capture) if e["rmm"]["channel"] == "relay"]
-        assert relay["rmm"]["attributes"]["version"] == "7.1.0"
+        assert relay["rmm"]["attributes"]["client_version"] == "7.1.0"
         assert relay["rmm"]["attributes"]["os"] == "windows"
         (alpn,) = evidence(relay, "anydesk-tls-alpn")
         assert alpn["value"] == "anydesk/7.1.0/windows"

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         verdicts.session,
         on_flow=verdicts.flow if args.flows else None,
         on_tick=verdicts.tick,
+        on_exploit=verdicts.exploit,
     )
     registry.register(EngineCollector(lambda: [detection.snapshot()]))
     if args.config:

@@ -55,7 +55,7 @@ def enrich(record: FlowRecord) -> Decoded:
         for alpn in tls.alpn_offered:
             parts = alpn.split("/")
             if len(parts) >= 3 and parts[0] == "anydesk":
-                attrs += [("version", parts[1]), ("os", parts[2])]
+                attrs += [("client_version", parts[1]), ("os", parts[2])]
                 break
         for cert in tls.client_certificates:
             if cert.subject and "AnyDesk Client" in cert.subject:

@@ -70,7 +70,7 @@ def enrich(record: FlowRecord) -> Decoded:
         if http.response and http.response.server:
             m = VERSION_RE.search(http.response.server)
             if m:
-                attrs.append(("version", m.group(1)))
+                attrs.append(("server_version", m.group(1)))
         for req in http.requests:
             _, _, query = req.target.partition("?")
             params = parse_qs(query, keep_blank_values=True)

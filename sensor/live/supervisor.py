@@ -155,6 +155,8 @@ class Supervisor:
             self.verdicts.session(payload)
         elif kind == "early":
             self.verdicts.early(payload)
+        elif kind == "exploit":
+            self.verdicts.exploit(*payload)
         elif kind == "flows":
             for record in payload:
                 self.verdicts.flow(record)

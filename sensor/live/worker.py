@@ -31,6 +31,7 @@ from sensor.fingerprints.attribution import Attribution
 from sensor.fingerprints.detector import Detector
 from sensor.metrics import EngineSnapshot
 from sensor.model import FlowRecord, Session
+from sensor.rules.exploits import Exploit
 from sensor.sessions import SessionBuilder
 from sensor.signatures.loader import load_index
 
@@ -69,6 +70,9 @@ class _Outbox:
     def early(self, s: Session) -> None:
         self.out.put(("early", self.wid, s))
 
+    def exploit(self, e: Exploit, s: Session) -> None:
+        self.out.put(("exploit", self.wid, (e, s)))
+
     def flow(self, r: FlowRecord) -> None:
         self.flows.append(r)
         if len(self.flows) >= FLOW_BATCH:
@@ -104,6 +108,7 @@ def run_worker(spec: WorkerSpec, out: Queue[Any], inbox: Queue[Any]) -> None:
         shard=(spec.worker_id, spec.shards) if spec.captures else (0, 1),
         on_early=box.early if spec.interface else None,
         worker=(spec.worker_id, spec.shards),
+        on_exploit=box.exploit,
     )
     if spec.interface:
         detector.on_learn = lambda address, name: box.names.append((address, name))

@@ -198,6 +198,12 @@ def alert_event(a: Alert) -> dict[str, Any]:
             "tactic": "Command and Control",
         },
     }
+    if a.related is not None:
+        event["alert"]["related_session"] = session_event(a.related)["rmm"] | {
+            "src_ip": a.related.src_ip,
+            "dest_ip": a.related.dest_ip,
+            "dest_port": a.related.dest_port,
+        }
     return event
 
 

@@ -81,7 +81,7 @@ ALERT_HEADERS = (
     "client",
     "instance",
     "repeats",
-    "reason",
+    "message",
 )
 
 
@@ -95,7 +95,7 @@ def alert_rows(alerts: Sequence[Alert]) -> list[list[str]]:
             _cell(a.session.src_ip),
             _cell(a.session.instance or a.session.server_name or a.session.dest_ip),
             str(a.repeats),
-            escape(a.session.verdict_reason, max_len=80),
+            escape(a.message, max_len=100),
         ]
         for a in alerts
     ]
