@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import prometheus_client
 
 from sensor import __version__
-from sensor.commands import analyze, check_config, live, signatures
+from sensor.commands import analyze, check_config, inventory, live, signatures
 
 # Subcommands in the order `--help` lists them.
-COMMANDS = (analyze, live, check_config, signatures)
+COMMANDS = (analyze, live, inventory, check_config, signatures)
 
 
 def build_parser() -> argparse.ArgumentParser:

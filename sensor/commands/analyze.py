@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from typing import Any
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 
@@ -22,6 +22,7 @@ from sensor.metrics import EngineCollector, Metrics
 from sensor.output.sinks import JsonLinesSink, TableSink
 from sensor.reload import ConfigWatcher
 from sensor.sessions import SessionBuilder
+from sensor.signatures.index import SignatureIndex
 from sensor.signatures.loader import load_index
 from sensor.signatures.schema import CHANNELS
 from sensor.yamlsource import SourceError
@@ -64,16 +65,49 @@ def run(args: argparse.Namespace) -> int:
         index = load_index(args.signatures or settings.signatures or None)
     except SourceError as exc:
         return _fail(str(exc))
-    out: TextIO = sys.stdout
-    sink: Sink = (JsonLinesSink if args.format == "json" else TableSink)(out, args.flows)
+    sink: Sink = (JsonLinesSink if args.format == "json" else TableSink)(sys.stdout, args.flows)
+    verdicts, errors = analyze_captures(args, settings, index, [sink])
+    for message in errors:
+        print(f"rmm-sensor: error: {message}", file=sys.stderr)
+    if errors:
+        return EXIT_ERROR
+    return EXIT_UNSANCTIONED if verdicts.alert_count else EXIT_CLEAN
+
+
+def analyze_captures(
+    args: argparse.Namespace, settings: Settings, index: SignatureIndex, sinks: list[Sink]
+) -> tuple[Verdicts, list[str]]:
+    """Run the whole pipeline over ``args.captures``; return the verdict stage and errors.
+
+    Shared by ``analyze`` and ``inventory``. ``args`` carries captures, workers, flows,
+    metrics_out and config.
+    """
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     metrics.start_series(index.tools, CHANNELS)
     for tool in index.tools:
         metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
-    verdicts = Verdicts(settings.policy, [sink], metrics)
+    verdicts = Verdicts(settings.policy, sinks, metrics)
     if args.workers != 1:
-        return _run_workers(args, settings, verdicts, registry)
+        errors = _run_workers(args, settings, verdicts, registry)
+    else:
+        errors = _run_one(args, settings, index, verdicts, metrics, registry)
+    if args.metrics_out:
+        try:
+            write_to_textfile(args.metrics_out, registry)
+        except OSError as exc:
+            errors.append(f"{args.metrics_out}: {exc.strerror or exc}")
+    return verdicts, errors
+
+
+def _run_one(
+    args: argparse.Namespace,
+    settings: Settings,
+    index: SignatureIndex,
+    verdicts: Verdicts,
+    metrics: Metrics,
+    registry: CollectorRegistry,
+) -> list[str]:
     detection = Detection(
         settings.flows,
         Detector(index, ENRICHERS),
@@ -104,25 +138,16 @@ def run(args: argparse.Namespace) -> int:
             errors.append(str(exc))
     detection.finish()
     verdicts.finish()
-    if args.metrics_out:
-        try:
-            write_to_textfile(args.metrics_out, registry)
-        except OSError as exc:
-            errors.append(f"{args.metrics_out}: {exc.strerror or exc}")
-    for message in errors:
-        print(f"rmm-sensor: error: {message}", file=sys.stderr)
-    if errors:
-        return EXIT_ERROR
-    return EXIT_UNSANCTIONED if verdicts.alert_count else EXIT_CLEAN
+    return errors
 
 
 def _run_workers(
     args: argparse.Namespace, settings: Settings, verdicts: Verdicts, registry: CollectorRegistry
-) -> int:
+) -> list[str]:
     if args.workers < 1:
-        return _fail("--workers must be at least 1")
+        return ["--workers must be at least 1"]
     if "-" in args.captures:
-        return _fail("standard input cannot be shared by several workers")
+        return ["standard input cannot be shared by several workers"]
     captures = tuple(args.captures)
     specs = [
         WorkerSpec(i, settings, captures=captures, shards=args.workers, send_flows=args.flows)
@@ -132,17 +157,7 @@ def _run_workers(
     registry.register(EngineCollector(supervisor.snapshots))
     supervisor.run()
     verdicts.finish()
-    errors = list(supervisor.errors)
-    if args.metrics_out:
-        try:
-            write_to_textfile(args.metrics_out, registry)
-        except OSError as exc:
-            errors.append(f"{args.metrics_out}: {exc.strerror or exc}")
-    for message in errors:
-        print(f"rmm-sensor: error: {message}", file=sys.stderr)
-    if errors:
-        return EXIT_ERROR
-    return EXIT_UNSANCTIONED if verdicts.alert_count else EXIT_CLEAN
+    return list(supervisor.errors)
 
 
 def _fail(message: str) -> int:
