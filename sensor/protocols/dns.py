@@ -157,20 +157,14 @@ def parse_dns(data: bytes) -> DnsMessage:
     if _HEADER.size + qdcount * _MIN_QUESTION + ancount * _MIN_RECORD > len(data):
         raise ParseError("DNS section counts do not fit in the message")
     names = _Names(data)
-    pos = _HEADER.size
-    questions: list[DnsQuestion] = []
-    for _ in range(min(qdcount, MAX_QUESTIONS)):
-        question, pos = _read_question(names, pos)
-        questions.append(question)
-    for _ in range(qdcount - len(questions)):
-        pos = _skip_question(data, pos)
+    questions, pos = _read_questions(names, qdcount)
     return DnsMessage(
         id=msg_id,
         is_response=bool(flags & 0x8000),
         opcode=(flags >> 11) & 0xF,
         rcode=flags & 0xF,
-        questions=tuple(questions),
-        answers=_read_answers(names, pos, min(ancount, MAX_ANSWERS)),
+        questions=questions,
+        answers=_read_answers(names, pos, min(ancount, MAX_ANSWERS)) if ancount else (),
     )
 
 
@@ -195,12 +189,21 @@ def parse_dns_tcp(data: bytes) -> tuple[DnsMessage, ...] | None:
     return tuple(messages) if messages else None
 
 
-def _read_question(names: _Names, pos: int) -> tuple[DnsQuestion, int]:
-    name, pos = names.read(pos)
+def _read_questions(names: _Names, count: int) -> tuple[tuple[DnsQuestion, ...], int]:
+    """The questions (the first ``MAX_QUESTIONS``) and the offset after the question section."""
     data = names.data
-    if pos + 4 > len(data):
-        raise ParseError("DNS question truncated")
-    return DnsQuestion(name=name, rrtype=(data[pos] << 8) | data[pos + 1]), pos + 4
+    size = len(data)
+    questions: list[DnsQuestion] = []
+    pos = _HEADER.size
+    for _ in range(min(count, MAX_QUESTIONS)):
+        name, pos = names.read(pos)
+        if pos + 4 > size:
+            raise ParseError("DNS question truncated")
+        questions.append(DnsQuestion(name=name, rrtype=(data[pos] << 8) | data[pos + 1]))
+        pos += 4
+    for _ in range(count - MAX_QUESTIONS):
+        pos = _skip_question(data, pos)
+    return tuple(questions), pos
 
 
 def _skip_question(data: bytes, pos: int) -> int:
@@ -289,10 +292,18 @@ class _Names:
         # before. Same checks and results as ``_walk``, which does everything else.
         data = self.data
         size = len(data)
-        offsets: list[int] = []  # of the labels in place (and of the pointer)
+        if start + 1 < size and data[start] >= 0xC0:  # the most usual: just that pointer
+            target = ((data[start] & 0x3F) << 8) | data[start + 1]
+            tail = known.get(target) if target < start else None
+            if tail is None or tail[2] >= _MAX_JUMPS:
+                return self._walk(start)
+            known[start] = (tail[0], tail[1], tail[2] + 1, start + 2)
+            return tail[0], start + 2
+        labels: list[int] = []  # offsets of the labels in place
         end = pos = start
+        pointer = False
         while pos < size and 0 < data[pos] < 0x40 and pos - start < _MAX_NAME_WIRE:
-            offsets.append(pos)
+            labels.append(pos)
             pos += 1 + data[pos]
             tail = known.get(pos)
             if tail is not None:  # the rest was read before
@@ -305,31 +316,46 @@ class _Names:
                 if tail is not None:
                     end = pos + 2
                     tail = (tail[0], tail[1], tail[2] + 1, end)
-                    offsets.append(pos)
+                    pointer = True
             elif pos < size and data[pos] == 0:
                 end = pos + 1
                 tail = ("", 1, 0, end)
         if tail is None or tail[2] > _MAX_JUMPS or pos - start + tail[1] > _MAX_NAME_WIRE:
             return self._walk(start)
-        text, wire_length, jumps, _ = tail
-        for offset in reversed(offsets):
-            length = data[offset]
-            if length < 0x40:  # a label (the other offset is the pointer)
-                label = data[offset + 1 : offset + 1 + length]
-                if b"." in label or b"\\" in label:
-                    label_text = _label_text(label)
-                else:  # nothing to escape
-                    label_text = label.decode("utf-8", "backslashreplace")
-                text = f"{label_text}.{text}" if text else label_text
-                wire_length += 1 + length
-            known[offset] = (text, wire_length, jumps, end)
-        return text, end
+        if pointer:
+            known[pos] = tail
+        if not labels:  # the root
+            return tail[0], end
+        return self._remember(labels, pos, tail), end
+
+    def _remember(self, labels: list[int], stop: int, tail: tuple[str, int, int, int]) -> str:
+        """Record the names from each label in place (they run up to ``stop``, where
+        ``tail`` starts); return the name from the first one."""
+        data = self.data
+        known = self._known
+        text, wire_length, jumps, end = tail
+        start = labels[0]
+        run = data[start:stop]
+        if run.isascii() and b"." not in run and b"\\" not in run:
+            # Nothing to escape or decode: one join, and each suffix is a slice of it
+            # (every label takes as many characters as its wire bytes, its dot included).
+            first = b".".join([data[at + 1 : at + 1 + data[at]] for at in labels]).decode()
+            name = f"{first}.{text}" if text else first
+            for at in labels:
+                known[at] = (name[at - start :], wire_length + stop - at, jumps, end)
+            return name
+        for at in reversed(labels):
+            label_text = _label_text(data[at + 1 : at + 1 + data[at]])
+            text = f"{label_text}.{text}" if text else label_text
+            known[at] = (text, wire_length + stop - at, jumps, end)
+        return text
 
     def _walk(self, start: int) -> tuple[str, int]:
         """``read`` for any name: several pointers, and every malformed case."""
         known = self._known
         data = self.data
         size = len(data)
+        tail: tuple[str, int, int, int] | None
         # Every label and pointer passed: offset, label text ("" for a pointer), wire size, run.
         walked: list[tuple[int, str, int, int]] = []
         run_ends: list[int] = []  # in-place end of each run of labels (run n follows jump n)

@@ -50,6 +50,15 @@ MAX_HELLO_BODY = (
 # Handshake types from the IANA registry; anything else in a cleartext record is not TLS.
 _KNOWN_HANDSHAKE_TYPES = frozenset({*range(0, 7), *range(8, 18), *range(20, 27), 254})
 _HELLO_TYPES: Final = frozenset({HS_CLIENT_HELLO, HS_SERVER_HELLO})
+_DECODED_CLIENT_EXTENSIONS: Final = frozenset(
+    {
+        EXT_SERVER_NAME,
+        EXT_SUPPORTED_GROUPS,
+        EXT_SIGNATURE_ALGORITHMS,
+        EXT_ALPN,
+        EXT_SUPPORTED_VERSIONS,
+    }
+)
 _RECORD_TYPES: Final = frozenset(
     {CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA, CT_HEARTBEAT}
 )
@@ -58,7 +67,6 @@ _HELLO_RETRY_RANDOM = bytes.fromhex(
     "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
 )
 _RECORD_HEADER: Final = struct.Struct(">BHH")  # content type, version, length
-_U16: Final = struct.Struct(">H")
 _U16_PAIR: Final = struct.Struct(">HH")  # extension type and length
 _HELLO_FIXED = 2 + RANDOM_LENGTH  # legacy_version, random: then the session_id length byte
 
@@ -238,6 +246,8 @@ def parse_client_hello_body(body: bytes, record_version: int) -> ClientHello:
         if pos > end:
             raise ParseError(f"ClientHello extension {ext_type:#06x} runs past the block")
         ext_types.append(ext_type)
+        if ext_type not in _DECODED_CLIENT_EXTENSIONS:
+            continue
         if ext_type == EXT_SERVER_NAME:
             server_name = _server_name(body, start, pos)
         elif ext_type == EXT_SUPPORTED_GROUPS:

@@ -1,5 +1,10 @@
 """DNS message parser (RFC 1035), for UDP payloads and TCP streams.
 
+Reference copy of ``sensor/protocols/dns.py`` as it was before that module was rewritten
+for speed (only this paragraph and imports of sibling reference modules differ).
+``tests/protocols/test_equivalence.py`` checks that the rewritten parser gives the same
+result (or the same ParseError) on every input.
+
 Sans-IO: bytes in, a frozen ``DnsMessage`` out, ``ParseError`` for anything malformed.
 Only the header, the question section and the answer section are decoded; the authority and
 additional sections are not read (the sensor needs names and the addresses they resolve to).

@@ -1,5 +1,10 @@
 """HTTP/1.x message-head parser (RFC 9112), for requests and responses.
 
+Reference copy of ``sensor/protocols/http.py`` as it was before that module was rewritten
+for speed (only this paragraph and imports of sibling reference modules differ).
+``tests/protocols/test_equivalence.py`` checks that the rewritten parser gives the same
+result (or the same ParseError) on every input.
+
 Sans-IO: bytes in; a frozen head object out, ``None`` while the head is incomplete, or
 ``ParseError`` when the bytes are not HTTP/1.x. Only the head is parsed; bodies are skipped by
 ``parse_http_requests`` using Content-Length.

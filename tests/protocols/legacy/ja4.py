@@ -1,5 +1,10 @@
 """JA4 TLS client fingerprint (the BSD-3-Clause part of FoxIO's JA4+ suite).
 
+Reference copy of ``sensor/protocols/ja4.py`` as it was before that module was rewritten
+for speed (only this paragraph and imports of sibling reference modules differ).
+``tests/protocols/test_equivalence.py`` checks that the rewritten parser gives the same
+result (or the same ParseError) on every input.
+
 Layout: ``{t|q|d}{version}{d|i}{ciphers:02}{extensions:02}{alpn}_{cipher hash}_{extension hash}``.
 Spec: FoxIO-LLC/ja4 ``technical_details/JA4.md``. GREASE values are ignored everywhere.
 """

@@ -1,5 +1,10 @@
 """Sans-IO parser for the cleartext part of a TLS handshake (one direction of a TCP stream).
 
+Reference copy of ``sensor/protocols/tls.py`` as it was before that module was rewritten
+for speed (only this paragraph and imports of sibling reference modules differ).
+``tests/protocols/test_equivalence.py`` checks that the rewritten parser gives the same
+result (or the same ParseError) on every input.
+
 It reads records and reassembles handshake messages across records, and keeps the
 ClientHello, ServerHello, the first Certificate message (TLS <= 1.2) and whether a
 CertificateRequest was seen. It stops where the handshake stops being readable.
