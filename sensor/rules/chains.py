@@ -18,8 +18,11 @@ MAX_HOSTS = 65_536
 class ChainTracker:
     def __init__(self, window_s: int) -> None:
         self.window = window_s * NS
-        # host -> tool -> the earliest session of that tool still inside the window
-        self._hosts: OrderedDict[str, dict[str, Session]] = OrderedDict()
+        # host -> tool -> (earliest, latest) session of that tool. Both are kept because a tool
+        # used again and again must chain with the latest use (sessions A@0, A@3000, B@4000
+        # with a 3600 s window), and sessions that arrive late (a long one ends, and is
+        # reported, after later ones) may still be closest to the earliest.
+        self._hosts: OrderedDict[str, dict[str, tuple[Session, Session]]] = OrderedDict()
         self._raised: OrderedDict[tuple[str, str, str], int] = OrderedDict()
 
     def observe(self, s: Session) -> list[tuple[Session, Session]]:
@@ -30,8 +33,11 @@ class ChainTracker:
         if len(self._hosts) > MAX_HOSTS:
             self._hosts.popitem(last=False)
         chains = []
-        for tool, other in tools.items():
-            if tool == s.tool or abs(s.start_ns - other.start_ns) > self.window:
+        for tool, seen in tools.items():
+            if tool == s.tool:
+                continue
+            other = min(seen, key=lambda o: abs(s.start_ns - o.start_ns))
+            if abs(s.start_ns - other.start_ns) > self.window:
                 continue
             first, second = (other, s) if other.start_ns <= s.start_ns else (s, other)
             key = (host, first.tool, second.tool)
@@ -43,7 +49,9 @@ class ChainTracker:
             if len(self._raised) > MAX_HOSTS:
                 self._raised.popitem(last=False)
             chains.append((first, second))
-        mine = tools.get(s.tool)
-        if mine is None or s.start_ns - mine.start_ns > self.window:
-            tools[s.tool] = s
+        earliest, latest = tools.get(s.tool, (s, s))
+        tools[s.tool] = (
+            s if s.start_ns < earliest.start_ns else earliest,
+            s if s.start_ns >= latest.start_ns else latest,
+        )
         return chains

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import re
 
-_NUMBER = re.compile(r"\d+")
+_HEAD = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+# Real versions have a handful of short parts. Beyond these the text is not a version, and
+# int() of a part over 4300 digits would raise ValueError: such text is never outdated.
+MAX_PARTS = 8
+MAX_DIGITS = 12
 
 
 def version_key(text: str) -> tuple[int, ...]:
-    """The leading dotted numbers: '23.9.8.8811-2863243764' -> (23, 9, 8, 8811)."""
-    head = re.match(r"[0-9][0-9.]*", text.strip())
+    """The leading dotted numbers: '23.9.8.8811-2863243764' -> (23, 9, 8, 8811); () if none."""
+    head = _HEAD.match(text.strip())
     if head is None:
         return ()
-    return tuple(int(n) for n in _NUMBER.findall(head.group(0)))
+    parts = head.group(0).split(".")
+    if len(parts) > MAX_PARTS or any(len(p) > MAX_DIGITS for p in parts):
+        return ()
+    return tuple(int(p) for p in parts)
 
 
 def older_than(version: str, minimum: str) -> bool:
