@@ -346,6 +346,20 @@ AD_DIRECT: set[Triple] = {
 
 EXPECTED: dict[str, tuple[int, set[Triple]]] = {
     "sc-relay-m1-8041.pcap": (1, SC_M1),
+    "incident-2023.pcap": (
+        3,
+        {
+            (SC, "download", "screenconnect-http-installer"),
+            (SC, "download", "screenconnect-http-server"),
+            (SC, "relay", "screenconnect-relay-87"),
+            (AD, "relay", "anydesk-tls-alpn"),
+            (AD, "relay", "anydesk-tls-relay-cert"),
+            (AD, "relay", "anydesk-tls-relay-root"),
+            (AD, "relay", "anydesk-tls-client-cert"),
+        },
+    ),
+    "sc-exploit-cve-2024-1709.pcap": (3, SC_WEB),
+    "sc-exploit-cve-2024-1708.pcap": (3, {(SC, "web", "screenconnect-http-server")}),
     "sc-relay-m2-443.pcap": (
         2,
         {
