@@ -149,11 +149,13 @@ class Engine:
                             continue
                     proto, key, l4, start, end, truncated = decode_transport(data, off, ethertype)
                     if shards > 1:
-                        n = len(key)
-                        # Symmetric (XOR) over the last byte of each address and port.
+                        # By address pair (symmetric XOR of the last two address bytes), so all
+                        # connections between two hosts, which may form one session, share a shard.
+                        h = (len(key) >> 1) - 2
                         if (
-                            n
-                            and (key[(n >> 1) - 3] ^ key[n - 5] ^ key[n - 3] ^ key[n - 1]) % shards
+                            h > 0
+                            and ((key[h - 1] ^ key[2 * h - 1]) + (key[h - 2] ^ key[2 * h - 2]))
+                            % shards
                             != shard_index
                         ):
                             if proto == PROTO_UDP and (data[l4] << 8 | data[l4 + 1]) == 53:
