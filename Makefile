@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_TOOLS := tshark tcpdump tcpreplay iproute2
-TEST_COMMANDS := tshark tcpdump tcpreplay ip
+DEBIAN_TOOLS := tshark tcpdump tcpreplay iproute2 prometheus prometheus-alertmanager systemd
+TEST_COMMANDS := tshark tcpdump tcpreplay tcprewrite ip prometheus promtool amtool systemd-analyze
 
 .PHONY: demo test lint typecheck system-deps bench fuzz clean
 
