@@ -80,7 +80,13 @@ class Engine:
         self._internal_errors_logged = 0
 
     def _flow_ended(self, flow: Flow, reason: str) -> None:
-        self.on_flow(build_record(flow, reason, self.certs))
+        record = build_record(flow, reason, self.certs)
+        if self.on_identified is not None and not flow.identified:
+            # Ended before it was looked at (a short connection): report it as seen now, so
+            # live counts and alerts do not wait for the session to close.
+            flow.identified = True
+            self.on_identified(record)
+        self.on_flow(record)
 
     def _flow_identified(self, flow: Flow) -> None:
         if self.on_identified is not None:
