@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         WorkerSpec(i, settings, interface=iface, shards=n, fanout_group=group) for i in range(n)
     ]
     watcher = None
+    metrics.config_ok.set(1)  # running on the configuration it started with
+    metrics.config_last_success.set(time.time())
     if args.config:
         watcher = ConfigWatcher(
             args.config, settings, lambda s: _reload(s, settings, verdicts), metrics
