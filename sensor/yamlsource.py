@@ -49,14 +49,30 @@ def load_yaml(path: str, text: str | None = None) -> Located:
         raise SourceError(path, line, f"invalid YAML: {exc.problem or exc.context}") from exc
     except yaml.YAMLError as exc:
         raise SourceError(path, 0, f"invalid YAML: {exc}") from exc
+    except ValueError as exc:
+        # int() refuses the over-long version number of a "%YAML 1.999..." directive.
+        raise SourceError(path, 0, f"invalid YAML: {exc}") from exc
+    except RecursionError as exc:
+        # PyYAML's composer recurses once per nesting level ("[[[[...").
+        raise SourceError(path, 0, "invalid YAML: nested too deeply") from exc
     if node is None:
         return Located({}, 1)
-    return _convert(node, path)
+    try:
+        return _convert(node, path, set())
+    except RecursionError as exc:
+        raise SourceError(path, 0, "invalid YAML: nested too deeply") from exc
 
 
-def _convert(node: yaml.Node, path: str, where: str = "(top level)") -> Located:
-    """``where`` is the key path (``sanctioned[0].expires``) so value errors can name it."""
+def _convert(node: yaml.Node, path: str, seen: set[int], where: str = "(top level)") -> Located:
+    """``where`` is the key path (``sanctioned[0].expires``) so value errors can name it.
+
+    ``seen`` holds the nodes converted so far: an alias is the same node again, and expanding
+    nested aliases would take exponential time and memory ("billion laughs").
+    """
     line = node.start_mark.line + 1
+    if id(node) in seen:
+        raise SourceError(path, line, f"{where}: YAML aliases are not supported")
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Located] = {}
         for key_node, value_node in node.value:
@@ -66,17 +82,21 @@ def _convert(node: yaml.Node, path: str, where: str = "(top level)") -> Located:
             inner = key if where == "(top level)" else f"{where}.{key}"
             if key in out:
                 raise SourceError(path, key_node.start_mark.line + 1, f"{inner}: duplicate key")
-            out[key] = _convert(value_node, path, inner)
+            out[key] = _convert(value_node, path, seen, inner)
         return Located(out, line)
     if isinstance(node, yaml.SequenceNode):
         return Located(
-            [_convert(item, path, f"{where}[{i}]") for i, item in enumerate(node.value)], line
+            [_convert(item, path, seen, f"{where}[{i}]") for i, item in enumerate(node.value)],
+            line,
         )
     if isinstance(node, yaml.ScalarNode):
         try:
-            value = yaml.SafeLoader(node.value).construct_object(node)
-        except (yaml.YAMLError, ValueError) as exc:
-            # PyYAML raises ValueError for a scalar that looks like a date but is none (2024-02-30).
+            # A loader over an empty stream: its reader would reject the value's own characters.
+            value = yaml.SafeLoader("").construct_object(node)
+        except (yaml.YAMLError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            # PyYAML raises ValueError for a scalar that looks like a date but is none (2024-02-30),
+            # and its safe constructors fail on explicitly tagged scalars they cannot read with
+            # KeyError (!!bool x), IndexError (!!int "") or AttributeError (!!timestamp x).
             raise SourceError(path, line, f"{where}: bad value {node.value!r}: {exc}") from exc
         return Located(value, line)
     raise SourceError(path, line, "unsupported YAML node")

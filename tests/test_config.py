@@ -235,11 +235,11 @@ def test_check_config_warns_about_tools_without_signatures(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "cfg.yaml"
-    path.write_text("sanctioned:\n  - {name: TV, tool: TeamViewer}\n", encoding="utf-8")
+    path.write_text("sanctioned:\n  - {name: FD, tool: FleetDeck}\n", encoding="utf-8")
     assert main(["check-config", str(path)]) == 0
     out, err = capsys.readouterr()
     assert err == (
-        "rmm-sensor: warning: sanctioned entries name tools without signatures: teamviewer\n"
+        "rmm-sensor: warning: sanctioned entries name tools without signatures: fleetdeck\n"
     )
     assert out.startswith(f"ok: {path}: 1 sanctioned entries, ")
 

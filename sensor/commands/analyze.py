@@ -108,9 +108,10 @@ def _run_one(
     metrics: Metrics,
     registry: CollectorRegistry,
 ) -> list[str]:
+    detector = Detector(index, ENRICHERS, internal_networks=settings.policy.internal_networks)
     detection = Detection(
         settings.flows,
-        Detector(index, ENRICHERS),
+        detector,
         SessionBuilder(),
         verdicts.session,
         on_flow=verdicts.flow if args.flows else None,
@@ -120,9 +121,11 @@ def _run_one(
     registry.register(EngineCollector(lambda: [detection.snapshot()]))
     if args.config:
         # A long capture on stdin (tcpdump -w - | rmm-sensor analyze -) may see a new policy.
-        watcher = ConfigWatcher(
-            args.config, settings, lambda s: verdicts.reconfigure(s.policy), metrics
-        )
+        def reconfigure(new: Settings) -> None:
+            verdicts.reconfigure(new.policy)
+            detector.set_internal_networks(new.policy.internal_networks)
+
+        watcher = ConfigWatcher(args.config, settings, reconfigure, metrics)
         signal.signal(signal.SIGHUP, lambda _sig, _frame: watcher.request())
 
         def tick(now_ns: int) -> None:

@@ -1,4 +1,4 @@
-"""`rmm-sensor signatures lint|list`."""
+"""`rmm-sensor signatures lint|list|export`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from typing import Any
 
 from sensor.output import table
 from sensor.signatures.loader import load_index
+from sensor.signatures.suricata import export_suricata
 from sensor.yamlsource import SourceError
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("signatures", help="check or list signatures")
+    p: argparse.ArgumentParser = sub.add_parser(
+        "signatures", help="check, list or export signatures"
+    )
     p.add_argument("--signatures", metavar="DIR", help="signature directory")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     lint = actions.add_parser("lint", help="validate the signature files (exit 2 on error)")
@@ -20,6 +23,12 @@ def register(sub: Any) -> None:
     listing = actions.add_parser("list", help="list tools, channels and signatures")
     listing.add_argument("--verbose", "-v", action="store_true", help="one line per signature")
     listing.set_defaults(run=_list)
+    export = actions.add_parser(
+        "export", help="write the signatures as rules for another engine (Suricata 7)"
+    )
+    export.add_argument("--format", choices=("suricata",), required=True, help="rule language")
+    export.add_argument("--output", "-o", metavar="FILE", help="write here (default: stdout)")
+    export.set_defaults(run=_export)
 
 
 def _lint(args: argparse.Namespace) -> int:
@@ -49,4 +58,23 @@ def _list(args: argparse.Namespace) -> int:
         channels = sorted({s.channel for s in f.signatures})
         rows.append([f.tool, f.name, ", ".join(channels), str(len(f.signatures))])
     table.render(("tool", "name", "channels", "signatures"), rows, sys.stdout)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        index = load_index(args.signatures)
+    except SourceError as exc:
+        print(f"rmm-sensor: error: {exc}", file=sys.stderr)
+        return 2
+    text = export_suricata(index.files).text()
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as exc:
+        print(f"rmm-sensor: error: {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping
 
+from sensor.config import DEFAULT_INTERNAL, Network
 from sensor.fingerprints.attribution import Attribution, AttributionCache, NameCache
 from sensor.model import Evidence, FlowRecord, Session
 from sensor.protocols.dns import DnsMessage
@@ -12,7 +14,7 @@ from sensor.signatures.schema import CONFIDENCE_RANK, Signature
 
 A, AAAA, CNAME = 1, 28, 5
 PORT_ONLY_FIELDS = frozenset(("dest_port", "proto", "first_speaker", "first_size.client",
-                              "first_size.server"))  # fmt: skip
+                              "first_size.server", "boundary"))  # fmt: skip
 
 
 class Detector:
@@ -21,15 +23,34 @@ class Detector:
         index: SignatureIndex,
         enrichers: Mapping[str, Callable[[FlowRecord], Decoded]],
         cache: AttributionCache | None = None,
+        internal_networks: Iterable[Network] | None = None,
     ) -> None:
+        """``internal_networks`` (the policy's) decide the ``boundary`` signature field."""
         self.index = index
         self.enrichers = enrichers
         self.cache = cache if cache is not None else AttributionCache()
+        self.internal_networks: tuple[Network, ...] = ()
+        self.set_internal_networks(
+            internal_networks
+            if internal_networks is not None
+            else (ipaddress.ip_network(n) for n in DEFAULT_INTERNAL)
+        )
         self.names = NameCache()
         # Live workers pass what they learn from DNS to the other workers through these.
         self.on_learn: Callable[[str, str], None] | None = None
         self.on_attribution: Callable[[Attribution], None] | None = None
         self._attributing = [s for s in index.signatures if s.attribute]
+
+    def set_internal_networks(self, networks: Iterable[Network]) -> None:
+        """Take the internal networks of a (re)loaded policy."""
+        self.internal_networks = tuple(networks)
+
+    def boundary(self, record: FlowRecord) -> str:
+        """Crossing when exactly one of client and server is internal, else where both are."""
+        inside = _is_internal(record.src_ip, self.internal_networks)
+        if inside != _is_internal(record.dest_ip, self.internal_networks):
+            return "crossing"
+        return "internal" if inside else "external"
 
     def dns_answer(self, ts_ns: int, client: bytes, message: DnsMessage) -> None:
         """Remember the addresses answered for names that an attributing signature matches."""
@@ -69,7 +90,7 @@ class Detector:
         return None
 
     def detect(self, record: FlowRecord) -> Session | None:
-        matches = self.index.match(record)
+        matches = self.index.match(record, self.boundary)
         evidence: list[tuple[Evidence, str, str, int]] = []  # evidence, tool, channel, specificity
         decoded: list[Decoded] = []
         for m in matches:
@@ -131,6 +152,14 @@ class Detector:
             attributes=tuple(attrs.items()),
             flow_ids=(record.flow_id,),
         )
+
+
+def _is_internal(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 def _evidence(m: Match) -> Evidence:

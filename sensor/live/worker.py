@@ -97,7 +97,11 @@ def run_worker(spec: WorkerSpec, out: Queue[Any], inbox: Queue[Any]) -> None:
         level=logging.WARNING, format="rmm-sensor worker: %(levelname)s: %(message)s"
     )
     settings = spec.settings
-    detector = Detector(load_index(settings.signatures or None), ENRICHERS)
+    detector = Detector(
+        load_index(settings.signatures or None),
+        ENRICHERS,
+        internal_networks=settings.policy.internal_networks,
+    )
     box = _Outbox(spec, out)
     detection = Detection(
         settings.flows,

@@ -1,9 +1,10 @@
 """Signatures compiled into lookups, and matched once per flow record.
 
 Each signature is filed under one *primary* condition in a dict (exact names, label suffixes,
-prefixes by length, first payload byte, ports) or, for regexes and substrings, in a short list
-per field. Matching a record looks up only the fields the record has, then checks the remaining
-conditions of the few candidates found. No signature is ever tried against every flow.
+prefixes by length, the literal tail of an ``...literal$`` regex, the payload byte a pattern fixes
+at a position, ports) or, for other regexes and substrings, in a short list per field. Matching
+a record looks up only the fields the record has, then checks the remaining conditions of the
+few candidates found. No signature is ever tried against every flow.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sensor.model import FlowRecord
-from sensor.signatures.schema import Condition, Signature, ToolFile
+from sensor.signatures.schema import Condition, Signature, ToolFile, pattern_tokens
 from sensor.yamlsource import SourceError
 
 # Primary-condition preference: the most selective, cheapest lookups first.
@@ -28,6 +29,8 @@ NAME_FIELDS = frozenset(("dns.query", "tls.sni", "http.host"))
 MAX_PORT_SPAN = 4096  # wider port ranges are kept as ranges, not expanded into the dict
 
 Decoder = Callable[[FlowRecord], "Decoded | None"]
+# Where a flow runs: "crossing" (exactly one end internal), "internal" or "external".
+Boundary = Callable[[FlowRecord], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +55,21 @@ class _FieldIndex:
         self.suffix: dict[str, list[tuple[Signature, Condition]]] = {}
         self.prefix: dict[int, dict[str, list[tuple[Signature, Condition]]]] = {}
         self.scan: list[tuple[Signature, Condition]] = []  # regex, contains, wide port ranges
-        self.first_byte: dict[int, list[tuple[Signature, Condition]]] = {}
+        # payload patterns by the first byte they fix: position -> byte -> entries
+        self.byte_at: dict[int, dict[int, list[tuple[Signature, Condition]]]] = {}
+        # regexes that end in a literal tail: tail length -> tail -> entries
+        self.tail: dict[int, dict[str, list[tuple[Signature, Condition]]]] = {}
 
     def add(self, sig: Signature, cond: Condition) -> None:
         entry = (sig, cond)
-        if cond.op == "equals":
+        anchor = _anchor(cond) if cond.op == "pattern" else None
+        tail = _tail(cond) if cond.op == "regex" and len(cond.values) == 1 else None
+        if anchor is not None:
+            at, byte = anchor
+            self.byte_at.setdefault(at, {}).setdefault(byte, []).append(entry)
+        elif tail is not None:
+            self.tail.setdefault(len(tail), {}).setdefault(tail, []).append(entry)
+        elif cond.op == "equals":
             for v in cond.values:
                 self.exact.setdefault(v, []).append(entry)
         elif cond.op == "suffix":
@@ -65,13 +78,6 @@ class _FieldIndex:
         elif cond.op == "prefix":
             for v in cond.values:
                 self.prefix.setdefault(len(v), {}).setdefault(v, []).append(entry)
-        elif (
-            cond.op == "pattern"
-            and cond.offset == 0
-            and cond.depth == 0
-            and cond.values[0][:1] not in (b".", b"\\")
-        ):
-            self.first_byte.setdefault(cond.values[0][0], []).append(entry)
         elif cond.op == "in" and all(hi - lo < MAX_PORT_SPAN for lo, hi in cond.values):
             for lo, hi in cond.values:
                 for port in range(lo, hi + 1):
@@ -90,9 +96,102 @@ class _FieldIndex:
                         yield from self.suffix.get(s, ())
                 for length, table in self.prefix.items():
                     yield from table.get(v[:length], ())
-            elif isinstance(v, bytes) and v:
-                yield from self.first_byte.get(v[0] if len(v) > 0 else -1, ())
+                if self.tail:
+                    # "$" also matches before a final newline
+                    end = v[:-1] if v.endswith("\n") else v
+                    for length, tails in self.tail.items():
+                        yield from tails.get(end[-length:], ())
+            elif isinstance(v, bytes):
+                for at, by_byte in self.byte_at.items():
+                    if at < len(v):
+                        yield from by_byte.get(v[at], ())
         yield from self.scan
+
+
+def _part(field: str) -> str:
+    """The record attribute a field is read from ("" for the flow itself)."""
+    if field == "dns.query":
+        return "dns"
+    head = field.split(".", 1)[0]
+    return head if head in ("tls", "http") else ""
+
+
+def _anchor(cond: Condition) -> tuple[int, int] | None:
+    """(position, byte) of the first byte a pattern fixes when it may start at one place only."""
+    if cond.depth:
+        return None
+    for i, byte in enumerate(pattern_tokens(cond.values[0])):
+        if byte is not None:
+            return cond.offset + i, byte
+    return None  # wildcards only
+
+
+_TAIL_CHAR = re.compile(r"[A-Za-z0-9_/ -]")
+MIN_TAIL = 3  # a shorter literal tail would select too little to be worth a lookup
+
+
+def _tail(cond: Condition) -> str | None:
+    """The literal text every match of an ``...literal$`` regex ends with, if it has one.
+
+    Read backwards from the final ``$`` over plain characters and escaped punctuation; a
+    regex with ``|`` outside parentheses or with inline flags other than a leading ``(?i)`` on
+    a name (names are compared lower-cased) is left to the scan list.
+    """
+    regex: str = cond.values[0]
+    name = cond.field in NAME_FIELDS
+    if regex.startswith("(?i)") and name:
+        regex = regex[4:]
+    if "(?" in regex.replace("(?:", "") or _top_level_bar(regex):
+        return None
+    if not regex.endswith("$") or _escaped(regex, len(regex) - 1):
+        return None
+    out: list[str] = []
+    i = len(regex) - 2
+    while i >= 0:
+        ch = regex[i]
+        if _escaped(regex, i):
+            if ch.isalnum():
+                break  # \d, \w ...: a class, not a literal
+            out.append(ch)
+            i -= 2
+        elif _TAIL_CHAR.fullmatch(ch):  # (a quantifier after it would have stopped the walk)
+            out.append(ch)
+            i -= 1
+        else:
+            break
+    tail = "".join(reversed(out))
+    if len(tail) < MIN_TAIL:
+        return None
+    return tail.lower() if name else tail
+
+
+def _escaped(text: str, i: int) -> bool:
+    """Whether text[i] is preceded by an odd number of backslashes."""
+    n = 0
+    while i - n - 1 >= 0 and text[i - n - 1] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
+def _top_level_bar(regex: str) -> bool:
+    depth, in_class, i = 0, False, 0
+    while i < len(regex):
+        ch = regex[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return True
+        i += 1
+    return False
 
 
 def _label_suffixes(name: str) -> Iterable[str]:
@@ -113,7 +212,7 @@ class SignatureIndex:
         self.signatures: tuple[Signature, ...] = ()
         self._fields: dict[str, _FieldIndex] = {}
         self._regex: dict[str, re.Pattern[str]] = {}
-        self._patterns: dict[bytes, re.Pattern[bytes]] = {}
+        self._patterns: dict[bytes, tuple[re.Pattern[bytes], int]] = {}  # regex, bytes matched
         seen: dict[str, Signature] = {}
         tools: dict[str, str] = {}
         sigs = []
@@ -134,6 +233,17 @@ class SignatureIndex:
         self.signatures = tuple(sigs)
         self.by_id = {s.id: s for s in sigs}
         self._order = {s.id: i for i, s in enumerate(sigs)}
+        # Indexed fields by the part of a record they read: a flow without TLS, HTTP or DNS
+        # skips those fields without computing their (empty) values.
+        groups: dict[str, list[tuple[str, _FieldIndex]]] = {
+            "": [],
+            "dns": [],
+            "tls": [],
+            "http": [],
+        }
+        for field, index in self._fields.items():
+            groups[_part(field)].append((field, index))
+        self._plain, self._dns, self._tls, self._http = (tuple(groups[k]) for k in groups)
 
     @property
     def tools(self) -> tuple[str, ...]:
@@ -161,7 +271,9 @@ class SignatureIndex:
                         v, re.IGNORECASE if cond.field in NAME_FIELDS else 0
                     )
             elif cond.op == "pattern":
-                self._patterns[cond.values[0]] = re.compile(cond.values[0], re.DOTALL)
+                regex = cond.values[0]
+                size = len(pattern_tokens(regex))
+                self._patterns[regex] = (re.compile(regex, re.DOTALL), size)
             elif cond.field == "decoder" and cond.values[0] not in self.decoders:
                 raise SourceError(
                     sig.path, sig.line,
@@ -170,23 +282,33 @@ class SignatureIndex:
                 )  # fmt: skip
         self._fields.setdefault(primary.field, _FieldIndex()).add(sig, primary)
 
-    def match(self, record: FlowRecord) -> list[Match]:
-        """Every signature whose conditions all hold for the record, in file order."""
-        values = _FieldValues(record)
+    def match(self, record: FlowRecord, boundary: Boundary | None = None) -> list[Match]:
+        """Every signature whose conditions all hold for the record, in file order.
+
+        ``boundary`` tells where the flow runs relative to the internal networks (see
+        :func:`sensor.fingerprints.detector.Detector`); asked only when a candidate needs it.
+        """
+        values = _FieldValues(record, boundary)
         found: dict[str, Match] = {}
-        for field, index in self._fields.items():
-            vals = values.get(field)
-            if not vals:
-                continue
-            for sig, cond in index.candidates(vals, field):
-                if sig.id in found:
+        for group in (
+            self._plain,
+            self._dns if record.dns is not None else (),
+            self._tls if record.tls is not None else (),
+            self._http if record.http is not None else (),
+        ):
+            for field, index in group:
+                vals = values.get(field)
+                if not vals:
                     continue
-                matched = self.check(cond, vals)
-                if matched is None:
-                    continue
-                ok, decoded = self._rest(sig, cond, values, record)
-                if ok:
-                    found[sig.id] = Match(sig, field, matched, decoded)
+                for sig, cond in index.candidates(vals, field):
+                    if sig.id in found:
+                        continue
+                    matched = self.check(cond, vals)
+                    if matched is None:
+                        continue
+                    ok, decoded = self._rest(sig, cond, values, record)
+                    if ok:
+                        found[sig.id] = Match(sig, field, matched, decoded)
         if len(found) < 2:
             return list(found.values())
         return sorted(found.values(), key=lambda m: self._order[m.signature.id])
@@ -240,25 +362,31 @@ class SignatureIndex:
                 if all(k in v for k in cond.values):
                     return ",".join(cond.values)
             elif op == "pattern":
-                rx = self._patterns[cond.values[0]]
-                last = cond.offset + cond.depth
-                for start in range(cond.offset, min(last, len(v)) + 1):
-                    if rx.match(v, start):
-                        return bytes(v[start : start + 16]).hex()
+                rx, size = self._patterns[cond.values[0]]
+                # One search over the window the match may start in: a pattern has a fixed
+                # length, so ending by offset + depth + size means starting by offset + depth.
+                m = rx.search(v, cond.offset, min(len(v), cond.offset + cond.depth + size))
+                if m is not None:
+                    return bytes(v[m.start() : m.start() + 16]).hex()
         return None
 
 
 class _FieldValues:
     """Per-record field values, computed on first use (once per flow, not per packet)."""
 
-    def __init__(self, record: FlowRecord) -> None:
+    def __init__(self, record: FlowRecord, boundary: Boundary | None = None) -> None:
         self.record = record
+        self.boundary = boundary
         self.cache: dict[str, tuple[Any, ...]] = {}
 
     def get(self, field: str) -> tuple[Any, ...]:
         vals = self.cache.get(field)
         if vals is None:
-            vals = self.cache[field] = _extract(self.record, field)
+            if field == "boundary":
+                vals = (self.boundary(self.record),) if self.boundary is not None else ()
+            else:
+                vals = _extract(self.record, field)
+            self.cache[field] = vals
         return vals
 
 

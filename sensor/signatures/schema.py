@@ -18,6 +18,11 @@ A file holds one tool::
 
 The fields and their operators are listed in :data:`FIELDS`. Errors name file, line and the
 signature id.
+
+``boundary: {equals: crossing}`` holds when exactly one of client and server is inside the
+policy's ``internal_networks`` (the detector is given them). It is for tools that are ordinary
+administration inside a network (RDP, VNC) and worth a report only where a session enters or
+leaves it. It never selects candidates on its own: a signature needs another, indexed condition.
 """
 
 from __future__ import annotations
@@ -59,8 +64,10 @@ FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "first_size.server": ("range",),
         "first_speaker": ("equals",),
         "decoder": ("equals",),
+        "boundary": ("equals",),
     }
 )
+BOUNDARIES = ("crossing",)  # values of the boundary field a signature may ask for
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,63}$")
 _TOOL_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _HEX_TOKEN = re.compile(r"^(?:[0-9a-fA-F]{2}|\?\?)(?:\*[1-9][0-9]{0,2})?$")
@@ -191,11 +198,17 @@ def _condition(field: str, loc: Located, path: str, where: str) -> Condition:
         for v, item in zip(values, _list(operand, path, ctx), strict=True):
             try:
                 re.compile(v)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
+                # re raises OverflowError for a repeat count of 2**32 or more, and
+                # RecursionError for groups nested a few hundred deep.
                 raise SourceError(path, item.line, f"{ctx}: bad regex: {exc}") from exc
         return Condition(field, op, tuple(values))
-    if field in ("dns.query", "tls.sni", "http.host", "proto", "first_speaker"):
+    if field in ("dns.query", "tls.sni", "http.host", "proto", "first_speaker", "boundary"):
         values = [v.lower().strip(".") if op == "suffix" else v.lower() for v in values]
+    if field == "boundary":
+        for v, item in zip(values, _list(operand, path, ctx), strict=True):
+            if v not in BOUNDARIES:
+                raise SourceError(path, item.line, f"{ctx}: must be one of {', '.join(BOUNDARIES)}")
     return Condition(field, op, tuple(values))
 
 
@@ -213,6 +226,26 @@ def _pattern(loc: Located, path: str, ctx: str) -> bytes:
     if not parts:
         raise SourceError(path, loc.line, f"{ctx}: empty pattern")
     return b"".join(parts)
+
+
+def pattern_tokens(regex: bytes) -> list[int | None]:
+    """A compiled pattern back to its bytes, ``None`` for ``??``.
+
+    :func:`_pattern` writes each byte as itself or, via ``re.escape``, as a backslash and
+    itself, and ``??`` as ``.`` (a literal ``.`` is escaped), so this reading is unambiguous.
+    """
+    out: list[int | None] = []
+    i = 0
+    while i < len(regex):
+        if regex[i] == 0x2E:  # "."
+            out.append(None)
+        elif regex[i] == 0x5C and i + 1 < len(regex):  # "\" escapes the next byte
+            i += 1
+            out.append(regex[i])
+        else:
+            out.append(regex[i])
+        i += 1
+    return out
 
 
 def _port_range(loc: Located, path: str, ctx: str) -> tuple[int, int]:

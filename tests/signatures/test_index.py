@@ -533,3 +533,77 @@ def brute_force(index: SignatureIndex, record: FlowRecord) -> list[str]:
 @given(records())
 def test_index_lookup_agrees_with_checking_every_signature(record: FlowRecord) -> None:
     assert ids(PROPERTY, record) == brute_force(PROPERTY, record)
+
+
+# --------------------------------------------------------------------------------------------
+# Regexes filed under their literal tail, patterns under the byte they fix at a position
+
+
+@pytest.mark.parametrize(
+    ("field", "regex", "tail"),
+    [
+        ("dns.query", r"^router[0-9]+\.teamviewer\.com$", ".teamviewer.com"),
+        ("dns.query", r"^chromoting-(client|host)\.talkgadget\.google\.com$",
+         ".talkgadget.google.com"),
+        ("dns.query", r"(?i)^X\.Example\.COM$", "x.example.com"),  # names compare lower-cased
+        ("http.path", r"^/(?:[^/?]+/)?meshrelay\.ashx$", "meshrelay.ashx"),
+        ("http.path", r"-version\.txt$", "-version.txt"),
+        ("http.path", r"(?i)anydesk[^/]*\.(exe|msi)$", None),  # ends in a group
+        ("http.path", r"(?i)/Bin/x\.exe$", None),  # case-insensitive on a case-kept field
+        ("dns.query", r"^a\.example\.com$|^b\.example\.org$", None),  # top-level alternation
+        ("dns.query", r"^r[0-9]+\.", None),  # no $
+        ("dns.query", r"example\.com\$", None),  # an escaped $ is a literal
+        ("dns.query", r"^x\d$", None),  # \d is a class
+        ("dns.query", r"^xy$", None),  # too short
+        ("dns.query", r"^[a-z]+\.com+$", None),  # the last character is repeated
+        ("dns.query", r"(?=x)abc\.com$", None),  # lookaround
+        ("http.path", r"\\/a\\b\.cgi$", r"\/a\b.cgi"),  # \\ is a literal backslash, \b not a class
+    ],
+)  # fmt: skip
+def test_regex_literal_tail(field: str, regex: str, tail: str | None) -> None:
+    from sensor.signatures.index import _tail
+
+    cond = next(
+        c for c in build({"demo-t": f"{field}: {{regex: '{regex}'}}"}).signatures[0].conditions
+    )
+    assert _tail(cond) == tail
+
+
+TAILS = build(
+    {
+        "demo-t-router": r"dns.query: {regex: '^router[0-9]+\.tv\.com$'}",
+        "demo-t-any": r"dns.query: {regex: 'v\.com$'}",
+        "demo-t-path": r"http.path: {regex: '^/(?:[^/?]+/)?relay\.ashx$'}",
+        "demo-t-at2": "payload.server: {pattern: '31 00', offset: 2}",
+        "demo-t-lead": "payload.server: {pattern: '?? ?? 31'}",
+        "demo-t-zero": "payload.client: {pattern: '00 ??*2 17'}",
+    }
+)
+LABELS = st.sampled_from(["router1", "router", "tv", "com", "v", "x", "router9\n", "com\n"])
+PATHS = st.sampled_from(["/relay.ashx", "/t/relay.ashx", "/a/b/relay.ashx", "/relay.ashx\n",
+                         "/relay.ashxx", "/xrelay.ashx", "/"])  # fmt: skip
+HEAD_BYTES = st.lists(st.sampled_from([0x00, 0x17, 0x31, 0x02]), max_size=6).map(bytes)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    names=st.lists(st.lists(LABELS, min_size=1, max_size=4).map(".".join), max_size=2),
+    path=PATHS,
+    client=HEAD_BYTES,
+    server=HEAD_BYTES,
+)
+def test_tail_and_position_lookups_agree_with_checking_every_signature(
+    names: list[str], path: str, client: bytes, server: bytes
+) -> None:
+    record = flow(dns=dns(*names), http=http(request(path)), client_head=client, server_head=server)
+    assert ids(TAILS, record) == brute_force(TAILS, record)
+
+
+def test_tail_and_position_lookups_find_what_they_file() -> None:
+    record = flow(
+        dns=dns("router7.tv.com"), http=http(request("/tenant/relay.ashx?id=1")),
+        client_head=b"\x00\x01\x02\x17", server_head=b"\x02\x00\x31\x00",
+    )  # fmt: skip
+    assert ids(TAILS, record) == [
+        "demo-t-router", "demo-t-any", "demo-t-path", "demo-t-at2", "demo-t-lead", "demo-t-zero",
+    ]  # fmt: skip

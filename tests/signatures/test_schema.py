@@ -313,7 +313,8 @@ def test_pattern_compiles_to_a_byte_regex(pattern: str, regex: bytes) -> None:
 
 def test_shipped_signature_files_load() -> None:
     index = load_index(SIGNATURES)
-    assert index.tools == ("anydesk", "screenconnect")
+    assert index.tools == tuple(sorted(p.stem for p in SIGNATURES.glob("*.yaml")))
+    assert {"anydesk", "screenconnect", "teamviewer", "rdp", "vnc"} <= set(index.tools)
     ids = [s.id for s in index.signatures]
     assert len(ids) == len(set(ids))
     for s in index.signatures:
@@ -322,7 +323,12 @@ def test_shipped_signature_files_load() -> None:
         assert s.description, s.id
         assert Path(s.path).parent == SIGNATURES
     attributing = {s.id: s.attribute for s in index.signatures if s.attribute}
-    assert attributing == {"anydesk-dns-relay": "relay", "screenconnect-dns-relay": "relay"}
+    assert attributing == dict.fromkeys(
+        ["anydesk-dns-relay", "atera-dns-agent", "beyondtrust-dns", "level-dns-agents",
+         "logmein-dns-gateway", "rustdesk-dns-rendezvous", "screenconnect-dns-relay",
+         "splashtop-dns-relay", "teamviewer-dns-router", "zoho-assist-dns-gateway"],
+        "relay",
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,16 +344,18 @@ def cli(*argv: str) -> tuple[int, str, str]:
 
 def test_lint_passes_on_the_shipped_files() -> None:
     code, out, err = cli("signatures", "--signatures", str(SIGNATURES), "lint")
-    n = len(load_index(SIGNATURES).signatures)
-    assert (code, out, err) == (0, f"ok: {n} signatures for 2 tools\n", "")
+    index = load_index(SIGNATURES)
+    n, tools = len(index.signatures), len(index.tools)
+    assert (code, out, err) == (0, f"ok: {n} signatures for {tools} tools\n", "")
 
 
 def test_lint_uses_the_checkout_signatures_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_VAR, raising=False)
     code, out, _ = cli("signatures", "lint")
+    index = load_index(SIGNATURES)
     assert (code, out) == (
         0,
-        f"ok: {len(load_index(SIGNATURES).signatures)} signatures for 2 tools\n",
+        f"ok: {len(index.signatures)} signatures for {len(index.tools)} tools\n",
     )
 
 
@@ -409,11 +417,14 @@ def test_list_shows_tools_channels_and_counts() -> None:
     lines = out.splitlines()
     assert lines[0].split() == ["tool", "name", "channels", "signatures"]
     rows = {line.split()[0]: line for line in lines[2:]}
-    assert set(rows) == {"anydesk", "screenconnect"}
     index = load_index(SIGNATURES)
+    assert list(rows) == list(index.tools)
     for tool, channels, name in (
         ("anydesk", "direct, discovery, dns, download, relay, web", "AnyDesk"),
         ("screenconnect", "dns, download, relay, web", "ConnectWise ScreenConnect"),
+        ("teamviewer", "direct, dns, relay, web", "TeamViewer"),
+        ("rdp", "direct", "Remote Desktop (RDP)"),
+        ("beyondtrust", "dns, relay", "BeyondTrust Remote Support (Bomgar)"),
     ):
         count = sum(s.tool == tool for s in index.signatures)
         assert count > 0
