@@ -63,13 +63,12 @@ class SessionStage(Protocol):
 
 
 class Detection:
-    """One engine and the stages that turn its flows into sessions."""
+    """One engine and the stages that turn its flows into per-flow sessions."""
 
     def __init__(
         self,
         settings: FlowSettings,
         detector: Detector,
-        sessions: SessionStage,
         on_session: Callable[[Session], None],
         on_flow: Callable[[FlowRecord], None] | None = None,
         on_tick: Callable[[int], None] | None = None,
@@ -86,7 +85,6 @@ class Detection:
         self.on_exploit = on_exploit
         self.exploits = ExploitDetector()
         self.detector = detector
-        self.sessions = sessions
         self.on_session = on_session
         self.on_flow = on_flow
         self.on_tick = on_tick
@@ -95,10 +93,8 @@ class Detection:
         self.engine.run(frames)
 
     def finish(self) -> None:
-        """End all flows and sessions."""
+        """End all flows."""
         self.engine.flush()
-        for session in self.sessions.flush():
-            self.on_session(session)
 
     def snapshot(self) -> EngineSnapshot:
         e = self.engine
@@ -133,15 +129,35 @@ class Detection:
                 self.on_exploit(exploit, exploit_session(record, exploit))
         session = self.detector.detect(record)
         if session is not None:
-            for done in self.sessions.add(session):
-                self.on_session(done)
+            self.on_session(session)
 
     def _tick(self, now_ns: int) -> None:
-        """Once per second of packet time: hand on sessions nothing joined for a while."""
-        for done in self.sessions.expire(now_ns):
-            self.on_session(done)
         if self.on_tick is not None:
             self.on_tick(now_ns)
+
+
+class Sessions:
+    """Per-flow sessions -> whole sessions -> verdicts; one per sensor (after the workers), so
+    the connections of one session are joined whichever worker saw them."""
+
+    def __init__(self, builder: SessionStage, verdicts: Verdicts) -> None:
+        self.builder = builder
+        self.verdicts = verdicts
+
+    def add(self, session: Session) -> None:
+        for done in self.builder.add(session):
+            self.verdicts.session(done)
+
+    def tick(self, now_ns: int) -> None:
+        """Hand on sessions nothing joined for a while; close alert windows."""
+        for done in self.builder.expire(now_ns):
+            self.verdicts.session(done)
+        self.verdicts.tick(now_ns)
+
+    def finish(self) -> None:
+        for done in self.builder.flush():
+            self.verdicts.session(done)
+        self.verdicts.finish()
 
 
 class Verdicts:

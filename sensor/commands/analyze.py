@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 
-from sensor.analysis import Detection, Sink, Verdicts
+from sensor.analysis import Detection, Sessions, Sink, Verdicts
 from sensor.capture.files import CaptureError, Frame, read_frames
 from sensor.config import Settings, load_settings
 from sensor.fingerprints import ENRICHERS
@@ -109,13 +109,13 @@ def _run_one(
     registry: CollectorRegistry,
 ) -> list[str]:
     detector = Detector(index, ENRICHERS, internal_networks=settings.policy.internal_networks)
+    sessions = Sessions(SessionBuilder(), verdicts)
     detection = Detection(
         settings.flows,
         detector,
-        SessionBuilder(),
-        verdicts.session,
+        sessions.add,
         on_flow=verdicts.flow if args.flows else None,
-        on_tick=verdicts.tick,
+        on_tick=sessions.tick,
         on_exploit=verdicts.exploit,
     )
     registry.register(EngineCollector(lambda: [detection.snapshot()]))
@@ -129,7 +129,7 @@ def _run_one(
         signal.signal(signal.SIGHUP, lambda _sig, _frame: watcher.request())
 
         def tick(now_ns: int) -> None:
-            verdicts.tick(now_ns)
+            sessions.tick(now_ns)
             watcher.check()
 
         detection.on_tick = tick
@@ -140,7 +140,7 @@ def _run_one(
         except CaptureError as exc:
             errors.append(str(exc))
     detection.finish()
-    verdicts.finish()
+    sessions.finish()
     return errors
 
 
@@ -156,10 +156,11 @@ def _run_workers(
         WorkerSpec(i, settings, captures=captures, shards=args.workers, send_flows=args.flows)
         for i in range(args.workers)
     ]
-    supervisor = Supervisor(specs, verdicts, verdicts.metrics, restart=False)
+    sessions = Sessions(SessionBuilder(), verdicts)
+    supervisor = Supervisor(specs, sessions, verdicts.metrics, restart=False)
     registry.register(EngineCollector(supervisor.snapshots))
     supervisor.run()
-    verdicts.finish()
+    sessions.finish()
     return list(supervisor.errors)
 
 

@@ -20,13 +20,14 @@ from sensor.alerts.sinks import (
     StdoutSink,
     SyslogSink,
 )
-from sensor.analysis import Verdicts
+from sensor.analysis import Sessions, Verdicts
 from sensor.config import Settings, load_settings
 from sensor.live.http import MetricsServer
 from sensor.live.supervisor import Supervisor
 from sensor.live.worker import WorkerSpec
 from sensor.metrics import EngineCollector, Metrics
 from sensor.reload import ConfigWatcher
+from sensor.sessions import SessionBuilder
 from sensor.signatures.loader import load_index
 from sensor.signatures.schema import CHANNELS
 from sensor.yamlsource import SourceError
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
     sinks = build_sinks(settings, metrics)
     verdicts = Verdicts(settings.policy, sinks, metrics)
+    sessions = Sessions(SessionBuilder(), verdicts)
     group = os.getpid() & 0xFFFF  # fanout group id, unique per sensor on this host
     iface, n = capture.interface, capture.workers
     specs = [
@@ -124,13 +126,13 @@ def run(args: argparse.Namespace) -> int:
         )
 
     def idle() -> None:
-        verdicts.tick(time.time_ns())
+        sessions.tick(time.time_ns())
         for sink in sinks:
             sink.retry()
         if watcher is not None:
             watcher.check()
 
-    supervisor = Supervisor(specs, verdicts, metrics, restart=True, on_idle=idle)
+    supervisor = Supervisor(specs, sessions, metrics, restart=True, on_idle=idle)
     registry.register(EngineCollector(supervisor.snapshots))
     try:
         server = MetricsServer(settings.metrics, registry, supervisor.health)
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         supervisor.run()
     finally:
-        verdicts.finish()
+        sessions.finish()
         server.stop()
     for message in supervisor.errors:
         print(f"rmm-sensor: error: {message}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The supervisor: starts worker processes, judges their sessions, restarts the ones that die.
 
-It owns everything that must be one per sensor: the policy and alert throttle (``Verdicts``),
+It owns everything that must be one per sensor: joining flows into sessions, the policy and the
+alert throttle (``Sessions``, ``Verdicts``),
 the outputs, the metrics registry (worker counters arrive as snapshots once a second and are
 summed at scrape time) and the configuration watcher.
 """
@@ -17,7 +18,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from typing import Any
 
-from sensor.analysis import Verdicts
+from sensor.analysis import Sessions
 from sensor.live.worker import EXIT_SETUP_ERROR, WorkerSpec, run_worker
 from sensor.metrics import EngineSnapshot, Metrics
 
@@ -32,13 +33,14 @@ class Supervisor:
     def __init__(
         self,
         specs: list[WorkerSpec],
-        verdicts: Verdicts,
+        sessions: Sessions,
         metrics: Metrics | None = None,
         restart: bool = True,
         on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.specs = {s.worker_id: s for s in specs}
-        self.verdicts = verdicts
+        self.sessions = sessions
+        self.verdicts = sessions.verdicts
         self.metrics = metrics
         self.restart = restart
         self.on_idle = on_idle
@@ -152,7 +154,7 @@ class Supervisor:
     def _handle(self, message: tuple[str, int, Any]) -> None:
         kind, wid, payload = message
         if kind == "session":
-            self.verdicts.session(payload)
+            self.sessions.add(payload)
         elif kind == "early":
             self.verdicts.early(payload)
         elif kind == "exploit":

@@ -32,7 +32,6 @@ from sensor.fingerprints.detector import Detector
 from sensor.metrics import EngineSnapshot
 from sensor.model import FlowRecord, Session
 from sensor.rules.exploits import Exploit
-from sensor.sessions import SessionBuilder
 from sensor.signatures.loader import load_index
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,6 @@ def run_worker(spec: WorkerSpec, out: Queue[Any], inbox: Queue[Any]) -> None:
     detection = Detection(
         settings.flows,
         detector,
-        SessionBuilder(),
         box.session,
         on_flow=box.flow if spec.send_flows else None,
         shard=(spec.worker_id, spec.shards) if spec.captures else (0, 1),
