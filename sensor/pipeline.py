@@ -31,6 +31,7 @@ from sensor.records import CertCache, build_record
 log = logging.getLogger(__name__)
 
 ETHERTYPE_IPV4 = b"\x08\x00"
+ETH_IPV4_NO_OPTIONS = b"\x08\x00\x45"
 SEQ_MASK = 0xFFFFFFFF
 
 
@@ -145,15 +146,46 @@ class Engine:
                 packets += 1
                 bytes_seen += wire_len
                 try:
-                    if linktype == 1 and data[12:14] == ETHERTYPE_IPV4:
-                        off = 14
-                        ethertype = ETH_IPV4
+                    if (
+                        linktype == 1
+                        and data[12:15] == ETH_IPV4_NO_OPTIONS
+                        and len(data) >= 54
+                        and not data[20] & 0x3F
+                        and not data[21]
+                        and (proto := data[23]) in (PROTO_TCP, PROTO_UDP)
+                    ):
+                        # The common case decoded inline: Ethernet, IPv4 without options, not a
+                        # fragment, TCP or UDP. Everything else takes decode_transport.
+                        end = 14 + ((data[16] << 8) | data[17])
+                        truncated = end > len(data)
+                        if truncated:
+                            end = len(data)
+                        l4 = 34
+                        key = data[26:38]
+                        if proto == PROTO_TCP:
+                            start = 34 + ((data[46] >> 4) << 2)
+                            if start < 54 or start > end:
+                                proto, key, l4, start, end, truncated = decode_transport(
+                                    data, 14, ETH_IPV4
+                                )
+                        else:
+                            start = 42
+                            if end < 42:
+                                proto, key, l4, start, end, truncated = decode_transport(
+                                    data, 14, ETH_IPV4
+                                )
                     else:
-                        off, ethertype = network_offset(linktype, data)
-                        if ethertype not in (ETH_IPV4, ETH_IPV6):
-                            non_ip += 1
-                            continue
-                    proto, key, l4, start, end, truncated = decode_transport(data, off, ethertype)
+                        if linktype == 1 and data[12:14] == ETHERTYPE_IPV4:
+                            off = 14
+                            ethertype = ETH_IPV4
+                        else:
+                            off, ethertype = network_offset(linktype, data)
+                            if ethertype not in (ETH_IPV4, ETH_IPV6):
+                                non_ip += 1
+                                continue
+                        proto, key, l4, start, end, truncated = decode_transport(
+                            data, off, ethertype
+                        )
                     if shards > 1:
                         # By address pair (symmetric XOR of the last two address bytes), so all
                         # connections between two hosts, which may form one session, share a shard.

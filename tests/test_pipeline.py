@@ -216,3 +216,66 @@ def test_http_requests_after_large_bodies_are_still_seen() -> None:
         "/App_Extensions/x.ashx",
     ]
     assert r.client_head.startswith(b"POST /Services/")
+
+
+def _via_both_paths(
+    ip_packets: list[bytes],
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Run IPv4 packets once behind Ethernet (the inline fast path) and once as raw IPv4
+    (link type 228, always decode_transport); return comparable views of both runs."""
+    views = []
+    for linktype, prefix in ((1, bytes(Ether(type=0x0800))), (228, b"")):
+        records: list[FlowRecord] = []
+        engine = Engine(FlowSettings(), records.append)
+        engine.run([(i * NS, linktype, prefix + p, len(p)) for i, p in enumerate(ip_packets)])
+        engine.flush()
+        views.append(
+            [
+                (
+                    r.proto,
+                    r.src_ip,
+                    r.src_port,
+                    r.dest_ip,
+                    r.dest_port,
+                    r.pkts_toserver,
+                    r.pkts_toclient,
+                    r.client_head,
+                    r.server_head,
+                    r.app_proto,
+                )
+                for r in records
+            ]
+            + [tuple(sorted(engine.stats.decode_errors.items()))]
+        )
+    return views[0], views[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([6, 17, 1]),
+            st.integers(0, 0xFFFF),  # IP total length, often wrong
+            st.integers(0, 0x3FFF),  # flags and fragment offset
+            st.integers(0, 15),  # TCP data offset
+            st.binary(max_size=40),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_inline_ipv4_path_agrees_with_the_general_decoder(
+    rows: list[tuple[int, int, int, int, bytes]],
+) -> None:
+    packets = []
+    for proto, total, frag, doff, payload in rows:
+        ip = IP(src=C, dst=S, proto=proto, len=total, frag=frag & 0x1FFF, flags=frag >> 13)
+        if proto == 6:
+            pkt = ip / TCP(sport=40000, dport=443, dataofs=doff, flags="PA") / payload
+        elif proto == 17:
+            pkt = ip / UDP(sport=5353, dport=53) / payload
+        else:
+            pkt = ip / payload
+        packets.append(bytes(pkt))
+    fast, general = _via_both_paths(packets)
+    assert fast == general
