@@ -27,6 +27,7 @@ from typing import Protocol
 from sensor.alerts.stage import AlertStage
 from sensor.capture.files import Frame
 from sensor.config import PolicySettings
+from sensor.fingerprints.attribution import NameCache
 from sensor.flows.table import FlowSettings
 from sensor.metrics import EngineSnapshot, Metrics, protocol_label
 from sensor.model import Alert, FlowRecord, Session
@@ -178,6 +179,9 @@ class Verdicts:
         self.session_counts: dict[str, int] = {}
         self.alert_count = 0
         self.inventory = Inventory(dict(settings.minimum_versions))
+        # Names any worker resolved for an address: a session seen by one worker may need the
+        # DNS answer another worker saw to match a sanctioned entry's hosts.
+        self.names = NameCache()
         self.chains = ChainTracker(settings.chain_window_s)
         self._ids = itertools.count(1)
         # Flows whose session was already counted (and alerted) early, with its tool.
@@ -205,11 +209,27 @@ class Verdicts:
         for sink in self.sinks:
             sink.flow(record)
 
+    def learn_names(self, names: list[tuple[str, str]]) -> None:
+        for address, name in names:
+            self.names.remember(address, name)
+
+    def _named(self, session: Session) -> Session:
+        if session.channel == "dns" or any(k == "resolved_name" for k, _ in session.attributes):
+            return session
+        name = self.names.name(session.dest_ip)
+        if name is None:
+            return session
+        return dataclasses.replace(
+            session,
+            attributes=(*session.attributes, ("resolved_name", name)),
+            server_name=session.server_name or name,
+        )
+
     def early(self, session: Session) -> None:
         """A session seen while its flow still runs: count it and alert now."""
         if any(f in self._early for f in session.flow_ids):
             return
-        session = self.policy.judge(session)
+        session = self.policy.judge(self._named(session))
         for flow_id in session.flow_ids:
             self._early[flow_id] = session.tool
         while len(self._early) > MAX_EARLY:
@@ -222,7 +242,8 @@ class Verdicts:
 
     def session(self, session: Session) -> None:
         """A finished session: write it; count and alert unless that happened early."""
-        session = self.policy.judge(dataclasses.replace(session, session_id=next(self._ids)))
+        session = dataclasses.replace(self._named(session), session_id=next(self._ids))
+        session = self.policy.judge(session)
         seen = [f for f in session.flow_ids if f in self._early]
         for flow_id in seen:
             self._active(self._early.pop(flow_id), -1)

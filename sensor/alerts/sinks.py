@@ -96,10 +96,13 @@ class JsonFileSink(SpoolingSink):
         if self._fd < 0:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         data = (line + "\n").encode()
+        size = os.fstat(self._fd).st_size
         written = os.write(self._fd, data)
         if written != len(data):
-            # A short write leaves a partial line: end it so the next line stays valid JSON.
-            os.write(self._fd, b"\n")
+            # The disk filled up mid-line. Ending the line would need space there is not, and
+            # the next line would be glued to the part: take the part back (freeing needs no
+            # space). The alert stays spooled and is written whole once there is room.
+            os.ftruncate(self._fd, size)
             raise OSError(errno.ENOSPC, "short write")
 
     def reopen(self) -> None:

@@ -165,6 +165,8 @@ class Supervisor:
         elif kind == "snapshot":
             self._snapshots[wid] = payload
         elif kind == "learned":
+            names, _attributions = payload
+            self.verdicts.learn_names(names)
             for other, inbox in self._inboxes.items():
                 if other != wid:
                     inbox.put(("learned", payload))

@@ -81,6 +81,9 @@ class _Outbox:
         if self.flows:
             self.out.put(("flows", self.wid, self.flows))
             self.flows = []
+        self.send_learned()
+
+    def send_learned(self) -> None:
         if self.names or self.attributions:
             self.out.put(("learned", self.wid, (self.names, self.attributions)))
             self.names, self.attributions = [], []
@@ -177,6 +180,9 @@ def _live(
                 time.sleep(0.2)  # down: the socket rejoins by itself when it comes back up
             else:
                 detection.run(cap.frames(POLL_MS))
+                # DNS facts go out after every batch (a block, at most ~0.1 s of traffic), so
+                # the supervisor usually has a name before another worker's session needs it.
+                box.send_learned()
             detection.engine.advance(time.time_ns())
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + REPORT_INTERVAL_S
