@@ -40,5 +40,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/make_capture.py
 	$(BIN)/python bench/run.py
 
+# Random and mutated inputs through every parser, the readers and the engine, for about five
+# minutes; prints the inputs tried per target (tests/robustness/fuzz.py). Not part of `make test`.
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.robustness.fuzz --seconds $(or $(FUZZ_SECONDS),300)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
