@@ -128,3 +128,40 @@ class Alert:
     last_ns: int = 0
     technique: str = "T1219"  # MITRE ATT&CK: Remote Access Tools
     related: Session | None = None  # the other session of a chain
+
+
+def flow_session(
+    record: FlowRecord,
+    *,
+    tool: str,
+    channel: str,
+    server_name: str | None,
+    instance: str,
+    confidence: str,
+    evidence: tuple[Evidence, ...],
+    attributes: tuple[tuple[str, str], ...],
+) -> Session:
+    """A session of one flow: the flow's addresses, times and counters, and what matched."""
+    return Session(
+        session_id=0,
+        tool=tool,
+        channel=channel,
+        proto=record.proto,
+        src_ip=record.src_ip,
+        src_port=record.src_port,
+        dest_ip=record.dest_ip,
+        dest_port=record.dest_port,
+        community_id=record.community_id,
+        start_ns=record.start_ns,
+        end_ns=record.end_ns,
+        bytes_toserver=record.bytes_toserver,
+        bytes_toclient=record.bytes_toclient,
+        pkts_toserver=record.pkts_toserver,
+        pkts_toclient=record.pkts_toclient,
+        server_name=server_name,
+        instance=instance,
+        confidence=confidence,
+        evidence=evidence,
+        attributes=attributes,
+        flow_ids=(record.flow_id,),
+    )

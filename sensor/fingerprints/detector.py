@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from sensor.config import DEFAULT_INTERNAL, Network
 from sensor.fingerprints.attribution import Attribution, AttributionCache, NameCache
-from sensor.model import Evidence, FlowRecord, Session
+from sensor.model import Evidence, FlowRecord, Session, flow_session
 from sensor.protocols.dns import DnsMessage
 from sensor.signatures.index import Decoded, Match, SignatureIndex
 from sensor.signatures.schema import CONFIDENCE_RANK, Signature
@@ -128,29 +128,16 @@ class Detector:
         for ev, *_ in mine:
             if ev.field == "dns-attribution" and channel == "relay":
                 attrs.setdefault("relay_host", ev.value)
-        return Session(
-            session_id=0,
+        return flow_session(
+            record,
             tool=tool,
             channel=channel,
-            proto=record.proto,
-            src_ip=record.src_ip,
-            src_port=record.src_port,
-            dest_ip=record.dest_ip,
-            dest_port=record.dest_port,
-            community_id=record.community_id,
-            start_ns=record.start_ns,
-            end_ns=record.end_ns,
-            bytes_toserver=record.bytes_toserver,
-            bytes_toclient=record.bytes_toclient,
-            pkts_toserver=record.pkts_toserver,
-            pkts_toclient=record.pkts_toclient,
             server_name=server_name,
             instance=instance
             or (server_name.lower() if server_name else f"{record.dest_ip}:{record.dest_port}"),
             confidence=confidence,
             evidence=tuple(dict.fromkeys(e[0] for e in mine)),
             attributes=tuple(attrs.items()),
-            flow_ids=(record.flow_id,),
         )
 
 
