@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from sensor.addresses import Network
 from sensor.flows.table import FlowSettings
 from sensor.yamlsource import Located, SourceError, load_yaml
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 T = TypeVar("T")
 
 DEFAULT_INTERNAL = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",

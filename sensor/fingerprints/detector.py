@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 
-from sensor.config import DEFAULT_INTERNAL, Network
+from sensor.addresses import Network, in_networks, strip_port
+from sensor.config import DEFAULT_INTERNAL
 from sensor.fingerprints.attribution import Attribution, AttributionCache, NameCache
 from sensor.model import Evidence, FlowRecord, Session, flow_session
 from sensor.protocols.dns import DnsMessage
@@ -47,8 +48,8 @@ class Detector:
 
     def boundary(self, record: FlowRecord) -> str:
         """Crossing when exactly one of client and server is internal, else where both are."""
-        inside = _is_internal(record.src_ip, self.internal_networks)
-        if inside != _is_internal(record.dest_ip, self.internal_networks):
+        inside = in_networks(record.src_ip, self.internal_networks)
+        if inside != in_networks(record.dest_ip, self.internal_networks):
             return "crossing"
         return "internal" if inside else "external"
 
@@ -141,14 +142,6 @@ class Detector:
         )
 
 
-def _is_internal(address: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
-
-
 def _evidence(m: Match) -> Evidence:
     return Evidence(m.signature.id, m.field, m.value, m.signature.confidence)
 
@@ -179,14 +172,7 @@ def _server_name(r: FlowRecord) -> str | None:
     if r.http is not None:
         for q in r.http.requests:
             if q.host:
-                return _strip_port(q.host)
+                return strip_port(q.host)
     if r.dns is not None and r.dns.queries:
         return r.dns.queries[0].name
     return None
-
-
-def _strip_port(host: str) -> str:
-    """'example.com:8040' -> 'example.com'; IPv6 literals in brackets keep their colons."""
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ipaddress
 
+from sensor.addresses import in_networks
 from sensor.config import PolicySettings, SanctionedEntry
 from sensor.model import Session
 from sensor.signatures.schema import CONFIDENCE_RANK
@@ -42,11 +42,7 @@ class Policy:
         )
 
     def is_internal(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.settings.internal_networks)
+        return in_networks(address, self.settings.internal_networks)
 
     def _verdict(self, s: Session) -> tuple[str, str]:
         p = self.settings
@@ -115,11 +111,11 @@ def _matches(entry: SanctionedEntry, s: Session) -> bool:
         hosts = session_hosts(s)
         if not any(host_matches(p, h) for p in entry.hosts for h in hosts):
             return False
-    if entry.addresses and not _in_networks(s.dest_ip, entry.addresses):
+    if entry.addresses and not in_networks(s.dest_ip, entry.addresses):
         return False
     if entry.ports and s.dest_port not in entry.ports:
         return False
-    if entry.clients and not _in_networks(s.src_ip, entry.clients):
+    if entry.clients and not in_networks(s.src_ip, entry.clients):
         return False
     if entry.instance_keys:
         key = attrs.get("key_sha256", "")
@@ -134,13 +130,3 @@ def _matches(entry: SanctionedEntry, s: Session) -> bool:
         if not cert or not any(cert.startswith(k) for k in entry.client_certs):
             return False
     return True
-
-
-def _in_networks(
-    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
