@@ -8,9 +8,14 @@ TEST_COMMANDS := tshark tcpdump tcpreplay tcprewrite ip prometheus promtool amto
 
 .PHONY: demo test lint typecheck system-deps bench fuzz clean
 
-$(STAMP): pyproject.toml
+# The modules setup.py compiles: editing one rebuilds them, so a stale build never shadows it.
+COMPILED := $(shell sed -n 's/^ *"\(sensor\/.*\.py\)",$$/\1/p' setup.py)
+
+$(STAMP): pyproject.toml setup.py $(COMPILED)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# a module dropped from the compiled list must not leave its old build behind to shadow it
+	find sensor -name '*.so' -delete; rm -f sensor_native__mypyc.*.so
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sensor.addresses import Network
+from sensor.addresses import Network, syslog_target
 from sensor.flows.table import FlowSettings
 from sensor.yamlsource import Located, SourceError, load_yaml
 
@@ -125,13 +125,19 @@ def load_settings(path: str, text: str | None = None) -> Settings:
     _only(ctx, top, "(top level)", TOP_KEYS)
     policy = _policy(ctx, top.get("policy"))
     entries = _sanctioned(ctx, top.get("sanctioned"))
+    output = _section(ctx, top.get("output"), "output", OutputSettings)
+    try:
+        syslog_target(output.syslog_address)
+    except ValueError as exc:  # only a configured address can be wrong, so the key exists
+        where = top["output"].value["syslog_address"]
+        raise ctx.fail(where, "output.syslog_address", str(exc)) from None
     return Settings(
         capture=_section(ctx, top.get("capture"), "capture", CaptureSettings),
         flows=_section(ctx, top.get("flows"), "flows", FlowSettings),
         signatures=_scalar(ctx, top["signatures"], "signatures", str)
         if "signatures" in top
         else "",
-        output=_section(ctx, top.get("output"), "output", OutputSettings),
+        output=output,
         metrics=_section(ctx, top.get("metrics"), "metrics", MetricsSettings),
         policy=_replace_sanctioned(policy, entries),
         path=path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sensor.frozen import picklable
 from sensor.protocols.dns import DnsAnswer, DnsQuestion
 from sensor.protocols.http import HttpRequest, HttpResponse
 from sensor.protocols.x509 import CertSummary
@@ -165,3 +166,6 @@ def flow_session(
         attributes=attributes,
         flow_ids=(record.flow_id,),
     )
+
+
+picklable(TlsSummary, DnsSummary, HttpSummary, FlowRecord, Evidence, Session, Alert)

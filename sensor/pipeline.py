@@ -15,6 +15,7 @@ and the next packet is processed.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,19 @@ log = logging.getLogger(__name__)
 ETHERTYPE_IPV4 = b"\x08\x00"
 ETH_IPV4_NO_OPTIONS = b"\x08\x00\x45"
 SEQ_MASK = 0xFFFFFFFF
+
+
+def settle_collector() -> None:
+    """Tune the garbage collector for a long packet loop; call once, after set-up.
+
+    Ended flows are freed by reference counting (the flow table breaks their one cycle), so the
+    cyclic collector has little to find. Left at its defaults it runs a young collection every
+    700 allocations and keeps re-scanning every live flow: about a sixth of the run time. What was
+    loaded at set-up (signatures, configuration, modules) is moved out of its sight for good.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
 
 
 @dataclass

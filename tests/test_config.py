@@ -144,6 +144,11 @@ BROKEN = [
      "must not be negative"),
     ("negative-spool", "output:\n  spool_max: -1\n", 2, "output.spool_max",
      "must not be negative"),
+    # syslog receiver
+    ("syslog-scheme", "output:\n  syslog: true\n  syslog_address: tls://logs.example:6514\n", 3,
+     "output.syslog_address", "'tls://logs.example:6514': the scheme must be udp:// or tcp://"),
+    ("syslog-no-port", "output:\n  syslog_address: logs.example\n", 2, "output.syslog_address",
+     "'logs.example' is not /path, host:port"),
     # allowed and forbidden at once
     ("tools-overlap", "policy:\n  allowed_tools: [anydesk]\n  forbidden_tools: [AnyDesk, x]\n",
      3, "policy.forbidden_tools", "anydesk also allowed"),

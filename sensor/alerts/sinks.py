@@ -17,12 +17,14 @@ import socket
 import sys
 from typing import TextIO
 
+from sensor.addresses import syslog_target
 from sensor.metrics import Metrics
 from sensor.model import Alert, FlowRecord, Session
 from sensor.output import eve
 
 SYSLOG_FACILITY_LOCAL0 = 16
 SYSLOG_SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5}
+CONNECT_TIMEOUT_S = 2.0
 
 
 class SpoolingSink:
@@ -147,13 +149,20 @@ class StdoutSink(SpoolingSink):
 
 
 class SyslogSink(SpoolingSink):
-    """RFC 3164 datagrams to /dev/log (or a path) or to host:port over UDP."""
+    """RFC 3164 messages to a local socket (/dev/log), over UDP, or over TCP (RFC 6587).
+
+    Only the local socket and TCP can tell that a message did not get through: a datagram to a
+    host where nobody listens is gone, and the refusal comes back, if at all, one send later. TCP
+    frames each message with its length (octet counting), reconnects when the receiver went
+    away, and leaves a message spooled until the kernel took all of it.
+    """
 
     name = "syslog"
 
     def __init__(self, address: str, max_spool: int, metrics: Metrics | None = None) -> None:
         super().__init__(max_spool, metrics)
         self.address = address
+        self.transport, self.target = syslog_target(address)
         self._sock: socket.socket | None = None
 
     def deliver(self, severity: str, line: str) -> None:
@@ -162,21 +171,27 @@ class SyslogSink(SpoolingSink):
         message = f"<{pri}>rmm-sensor[{os.getpid()}]: {line}".encode()
         sock = self._connect()
         try:
-            sock.send(message)
+            if self.transport == "tcp":
+                sock.sendall(b"%d %s" % (len(message), message))
+            else:
+                sock.send(message)
         except OSError:
             self._drop_socket()
             raise
 
     def _connect(self) -> socket.socket:
+        if self._sock is not None and self.transport == "tcp" and self._peer_closed(self._sock):
+            self._drop_socket()  # the receiver restarted: a new connection, nothing sent is lost
         if self._sock is None:
-            if self.address.startswith("/"):
+            target = self.target
+            if isinstance(target, str):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                target: str | tuple[str, int] = self.address
             else:
-                host, _, port = self.address.rpartition(":")
-                sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                     socket.SOCK_DGRAM)  # fmt: skip
-                target = (host.strip("[]"), int(port))
+                family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
+                kind = socket.SOCK_STREAM if self.transport == "tcp" else socket.SOCK_DGRAM
+                sock = socket.socket(family, kind)
+                # An unreachable receiver must not hold up the sensor: the alert stays spooled.
+                sock.settimeout(CONNECT_TIMEOUT_S)
             try:
                 sock.connect(target)
             except OSError:
@@ -184,6 +199,19 @@ class SyslogSink(SpoolingSink):
                 raise
             self._sock = sock
         return self._sock
+
+    @staticmethod
+    def _peer_closed(sock: socket.socket) -> bool:
+        """The receiver closed or reset the connection (a syslog receiver never sends)."""
+        sock.setblocking(False)  # with a timeout set, recv() would wait for data first
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            sock.settimeout(CONNECT_TIMEOUT_S)
 
     def _drop_socket(self) -> None:
         if self._sock is not None:

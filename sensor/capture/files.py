@@ -1,77 +1,34 @@
 """Capture file readers: classic pcap, pcapng, gzip-compressed either, and standard input.
 
-Every reader yields frames as plain tuples ``(ts_ns, linktype, data, wire_len)``: building an
-object per packet would cost more than the rest of the hot path together. Files are read in large
-chunks (never the whole file, never per record), so the same code serves regular files, pipes and
-gzip streams. Any damage raises :class:`CaptureError` naming the file and the byte offset; frames
-yielded before it stay valid.
+Every reader yields frames as plain tuples ``(ts_ns, linktype, data, wire_len)``. The record
+formats are parsed in ``sensor.capture.formats`` (compiled); this module opens the file and owns
+it, so that a reader given up half-way still closes its file when it is collected (a compiled
+generator does not run its ``finally`` then).
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import struct
 import sys
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import cast
 
-Frame = tuple[int, int, bytes, int]
+from sensor.capture.formats import (
+    CHUNK,
+    GZIP_MAGIC,
+    MAX_BLOCK,
+    MAX_RECORD,
+    PCAP_MAGICS,
+    PCAPNG_SHB,
+    CaptureError,
+    Frame,
+    Stream,
+    pcap_frames,
+    pcapng_frames,
+)
 
-CHUNK = 1 << 20
-# Larger than any real snap length (262144 is libpcap's maximum); a bigger record is corruption.
-MAX_RECORD = 1 << 20
-MAX_BLOCK = 1 << 24
-
-PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1": ("<", 1000),  # little-endian, microseconds
-    b"\xa1\xb2\xc3\xd4": (">", 1000),
-    b"\x4d\x3c\xb2\xa1": ("<", 1),  # little-endian, nanoseconds
-    b"\xa1\xb2\x3c\x4d": (">", 1),
-}
-PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-GZIP_MAGIC = b"\x1f\x8b"
-
-
-class CaptureError(Exception):
-    """A capture could not be read past ``offset`` (bytes into the decompressed stream)."""
-
-    def __init__(self, path: str, offset: int, message: str) -> None:
-        super().__init__(f"{path}: offset {offset}: {message}")
-        self.path = path
-        self.offset = offset
-        self.message = message
-
-
-class _Stream:
-    """Chunked reader that turns decompression and I/O failures into CaptureError."""
-
-    def __init__(self, raw: io.BufferedReader | gzip.GzipFile, path: str) -> None:
-        self.raw = raw
-        self.path = path
-        self.consumed = 0  # bytes handed out so far
-
-    def read(self, size: int) -> bytes:
-        """Exactly ``size`` bytes unless the stream ends first (for fixed-size headers)."""
-        return self._call(self.raw.read, size)
-
-    def chunk(self, size: int) -> bytes:
-        """Up to ``size`` bytes from one underlying read; empty only at the end.
-
-        One read returns what a pipe holds now (no waiting for a full chunk) and keeps the data a
-        damaged gzip stream decompressed before its damage (a full read would drop it).
-        """
-        return self._call(self.raw.read1, size)
-
-    def _call(self, read: Callable[[int], bytes], size: int) -> bytes:
-        try:
-            data = read(size)
-        except (OSError, EOFError, zlib.error) as exc:
-            # gzip.BadGzipFile is an OSError; a cut gzip stream is an EOFError.
-            raise CaptureError(self.path, self.consumed, f"read failed: {exc}") from exc
-        self.consumed += len(data)
-        return data
+__all__ = ["CHUNK", "MAX_BLOCK", "MAX_RECORD", "CaptureError", "Frame", "read_frames", "read_many"]
 
 
 def _open(path: str) -> io.BufferedReader:
@@ -95,14 +52,14 @@ def read_frames(path: str) -> Iterator[Frame]:
         # peek() leaves the bytes in place, so this works on pipes as well as files.
         if raw.peek(2)[:2] == GZIP_MAGIC:
             source = gzip.GzipFile(fileobj=raw, mode="rb")
-        stream = _Stream(source, path)
+        stream = Stream(source, path)
         head = stream.read(4)
         if len(head) < 4:
             raise CaptureError(path, 0, "file is empty or shorter than a capture header")
         if head in PCAP_MAGICS:
-            yield from _pcap_frames(stream, head)
+            yield from pcap_frames(stream, head)
         elif head == PCAPNG_SHB:
-            yield from _pcapng_frames(stream, head)
+            yield from pcapng_frames(stream, head)
         else:
             raise CaptureError(path, 0, f"not a pcap or pcapng file (magic {head.hex()})")
     finally:
@@ -115,164 +72,3 @@ def read_many(paths: Iterable[str]) -> Iterator[Frame]:
     """Frames of several captures, one after the other, as one stream."""
     for path in paths:
         yield from read_frames(path)
-
-
-def _pcap_frames(stream: _Stream, magic: bytes) -> Iterator[Frame]:
-    endian, frac_ns = PCAP_MAGICS[magic]
-    header = magic + stream.read(20)
-    if len(header) < 24:
-        raise CaptureError(stream.path, 0, "truncated pcap file header")
-    _major, _minor, _zone, _sigfigs, _snaplen, linktype = struct.unpack(
-        endian + "HHiIII", header[4:24]
-    )
-    linktype &= 0xFFFF  # the upper bits carry the FCS length and its "present" flag (0x04000000)
-    unpack = struct.Struct(endian + "IIII").unpack_from
-    path = stream.path
-    buf = b""
-    pos = 0
-    base = 24  # stream offset of buf[0]
-    while True:
-        chunk = stream.chunk(CHUNK)
-        if not chunk:
-            if pos < len(buf):
-                raise CaptureError(
-                    path, base + pos, f"truncated record: {len(buf) - pos} bytes at end of file"
-                )
-            return
-        buf = buf[pos:] + chunk
-        base += pos
-        pos = 0
-        end_buf = len(buf)
-        # Hot loop: one unpack and one slice per record.
-        while pos + 16 <= end_buf:
-            sec, frac, incl, orig = unpack(buf, pos)
-            if incl > MAX_RECORD:
-                raise CaptureError(path, base + pos, f"record length {incl} is not plausible")
-            end = pos + 16 + incl
-            if end > end_buf:
-                break
-            yield sec * 1_000_000_000 + frac * frac_ns, linktype, buf[pos + 16 : end], orig
-            pos = end
-
-
-class _Interface:
-    __slots__ = ("div", "linktype", "mul", "offset_ns", "snaplen")
-
-    def __init__(self, linktype: int, snaplen: int) -> None:
-        self.linktype = linktype
-        self.snaplen = snaplen
-        self.mul = 1000  # default resolution: microseconds
-        self.div = 1
-        self.offset_ns = 0
-
-
-def _idb(body: bytes, endian: str, path: str, offset: int) -> _Interface:
-    if len(body) < 8:
-        raise CaptureError(path, offset, "truncated interface description block")
-    linktype, _reserved, snaplen = struct.unpack_from(endian + "HHI", body, 0)
-    iface = _Interface(linktype, snaplen)
-    for code, value in _options(body, 8, endian):
-        if code == 9 and len(value) >= 1:  # if_tsresol
-            exp = value[0] & 0x7F
-            if value[0] & 0x80:
-                iface.mul, iface.div = 1_000_000_000, 1 << exp
-            elif exp <= 9:
-                iface.mul, iface.div = 10 ** (9 - exp), 1
-            else:
-                iface.mul, iface.div = 1, 10 ** (exp - 9)
-        elif code == 14 and len(value) >= 8:  # if_tsoffset, seconds
-            iface.offset_ns = struct.unpack_from(endian + "q", value)[0] * 1_000_000_000
-    return iface
-
-
-def _options(body: bytes, pos: int, endian: str) -> Iterator[tuple[int, bytes]]:
-    """TLV options; stops quietly at opt_endofopt or at the first malformed option."""
-    unpack = struct.Struct(endian + "HH").unpack_from
-    while pos + 4 <= len(body):
-        code, length = unpack(body, pos)
-        if code == 0:
-            return
-        value = body[pos + 4 : pos + 4 + length]
-        if len(value) < length:
-            return
-        yield code, value
-        pos += 4 + ((length + 3) & ~3)
-
-
-def _pcapng_frames(stream: _Stream, magic: bytes) -> Iterator[Frame]:
-    path = stream.path
-    buf = magic
-    pos = 0
-    base = 0
-    endian = "<"
-    ifaces: list[_Interface] = []
-    last_ts = 0
-    eof = False
-    while True:
-        if len(buf) - pos < 12 and not eof:
-            chunk = stream.chunk(CHUNK)
-            eof = not chunk
-            buf = buf[pos:] + chunk
-            base += pos
-            pos = 0
-            continue
-        if pos == len(buf) and eof:
-            return
-        if len(buf) - pos < 12:
-            raise CaptureError(path, base + pos, "truncated block header at end of file")
-        btype = buf[pos : pos + 4]
-        if btype == PCAPNG_SHB:
-            bom = buf[pos + 8 : pos + 12]
-            if bom == b"\x4d\x3c\x2b\x1a":
-                endian = "<"
-            elif bom == b"\x1a\x2b\x3c\x4d":
-                endian = ">"
-            else:
-                raise CaptureError(path, base + pos, "bad pcapng byte-order magic")
-        block_type, block_len = struct.unpack_from(endian + "II", buf, pos)
-        if block_len < 12 or block_len % 4 or block_len > MAX_BLOCK:
-            raise CaptureError(path, base + pos, f"block length {block_len} is not plausible")
-        if len(buf) - pos < block_len:
-            if eof:
-                raise CaptureError(path, base + pos, "truncated block at end of file")
-            chunk = stream.chunk(max(CHUNK, block_len))
-            eof = not chunk
-            buf = buf[pos:] + chunk
-            base += pos
-            pos = 0
-            continue
-        (trailer,) = struct.unpack_from(endian + "I", buf, pos + block_len - 4)
-        if trailer != block_len:
-            raise CaptureError(path, base + pos, "block trailer length differs from header")
-        body = buf[pos + 8 : pos + block_len - 4]
-        offset = base + pos
-        pos += block_len
-        if block_type == 0x0A0D0D0A:
-            ifaces = []
-        elif block_type == 1:
-            ifaces.append(_idb(body, endian, path, offset))
-        elif block_type in (6, 2):  # enhanced packet block; obsolete packet block
-            if len(body) < 20:
-                raise CaptureError(path, offset, "truncated packet block")
-            if block_type == 6:
-                iface_id, hi, lo, caplen, orig = struct.unpack_from(endian + "IIIII", body)
-            else:
-                iface_id, _drops, hi, lo, caplen, orig = struct.unpack_from(endian + "HHIIII", body)
-            if iface_id >= len(ifaces):
-                raise CaptureError(path, offset, f"packet names unknown interface {iface_id}")
-            if caplen > len(body) - 20:
-                raise CaptureError(path, offset, f"captured length {caplen} exceeds its block")
-            iface = ifaces[iface_id]
-            last_ts = ((hi << 32) | lo) * iface.mul // iface.div + iface.offset_ns
-            yield last_ts, iface.linktype, body[20 : 20 + caplen], orig
-        elif block_type == 3:  # simple packet block: interface 0, no timestamp
-            if not ifaces:
-                raise CaptureError(path, offset, "simple packet block before any interface")
-            if len(body) < 4:
-                raise CaptureError(path, offset, "truncated simple packet block")
-            (orig,) = struct.unpack_from(endian + "I", body)
-            caplen = min(orig, len(body) - 4)
-            if ifaces[0].snaplen:
-                caplen = min(caplen, ifaces[0].snaplen)
-            # No timestamp of its own: keep the section's last one so time never runs backwards.
-            yield last_ts, ifaces[0].linktype, body[4 : 4 + caplen], orig

@@ -20,6 +20,7 @@ from sensor.live.supervisor import Supervisor
 from sensor.live.worker import WorkerSpec
 from sensor.metrics import EngineCollector, Metrics
 from sensor.output.sinks import JsonLinesSink, TableSink
+from sensor.pipeline import settle_collector
 from sensor.reload import ConfigWatcher
 from sensor.sessions import SessionBuilder
 from sensor.signatures.index import SignatureIndex
@@ -134,6 +135,7 @@ def _run_one(
 
         detection.on_tick = tick
     errors = []
+    settle_collector()
     for path in args.captures:
         try:
             detection.run(_progress(read_frames(path), path))

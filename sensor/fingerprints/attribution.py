@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from sensor.frozen import picklable
+
 NS = 1_000_000_000
 
 
@@ -97,3 +99,6 @@ class NameCache:
 
     def name(self, address: str) -> str | None:
         return self._names.get(address)
+
+
+picklable(Attribution)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sensor.decode.inet import PROTO_TCP
+from sensor.frozen import picklable
 
 NS = 1_000_000_000
 
@@ -63,6 +64,9 @@ class Direction:
         "pkts",
         "skip",
     )
+    # Dropped when the flow ends, which breaks the flow <-> direction reference cycle: ended
+    # flows are then freed at once by reference counting, not by a full garbage collection.
+    __deletable__ = ("flow",)
 
     def __init__(self, flow: Flow, is_client: bool, ts: int) -> None:
         self.flow = flow
@@ -223,7 +227,10 @@ class FlowTable:
         table.pop(reverse_key(flow.key), None)
         self.active -= 1
         self.ended_by[reason] = self.ended_by.get(reason, 0) + 1
-        self.on_end(flow, reason)
+        try:
+            self.on_end(flow, reason)
+        finally:
+            del flow.c2s.flow, flow.s2c.flow
 
     def expire(self, now: int) -> None:
         """End every flow whose idle, close or age deadline has passed at packet time ``now``."""
@@ -265,3 +272,6 @@ class FlowTable:
     def _idle(self, proto: int) -> int:
         s = self.settings
         return s.tcp_idle_s if proto == PROTO_TCP else s.udp_idle_s
+
+
+picklable(FlowSettings)

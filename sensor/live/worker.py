@@ -31,6 +31,7 @@ from sensor.fingerprints.attribution import Attribution
 from sensor.fingerprints.detector import Detector
 from sensor.metrics import EngineSnapshot
 from sensor.model import FlowRecord, Session
+from sensor.pipeline import settle_collector
 from sensor.rules.exploits import Exploit
 from sensor.signatures.loader import load_index
 
@@ -115,6 +116,7 @@ def run_worker(spec: WorkerSpec, out: Queue[Any], inbox: Queue[Any]) -> None:
         worker=(spec.worker_id, spec.shards),
         on_exploit=box.exploit,
     )
+    settle_collector()
     if spec.interface:
         detector.on_learn = lambda address, name: box.names.append((address, name))
         detector.on_attribution = box.attributions.append

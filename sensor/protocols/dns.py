@@ -30,6 +30,7 @@ from socket import AF_INET, AF_INET6, inet_ntop
 from types import MappingProxyType
 from typing import Final
 
+from sensor.frozen import picklable
 from sensor.protocols.errors import ParseError
 
 __all__ = [
@@ -444,3 +445,6 @@ def _label_text(label: bytes) -> str:
     # sequence, and a literal backslash stays distinct from a backslashreplace escape.
     escaped = label.replace(b"\\", b"\\\\").replace(b".", b"\\.")
     return escaped.decode("utf-8", "backslashreplace")
+
+
+picklable(DnsQuestion, DnsAnswer, DnsMessage)

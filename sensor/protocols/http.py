@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from sensor.frozen import picklable
 from sensor.protocols.errors import ParseError
 
 __all__ = [
@@ -367,3 +368,6 @@ def _skip_empty_line(data: bytes, pos: int) -> int:
         if data.startswith(line_end, pos):
             return pos + len(line_end)
     return pos
+
+
+picklable(HttpRequest, HttpResponse)

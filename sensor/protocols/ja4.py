@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Protocol
 
+from sensor.frozen import picklable
+
 EXT_SERVER_NAME = 0x0000
 EXT_ALPN = 0x0010
 
@@ -143,3 +145,6 @@ def _hash12(text: str) -> str:
     if not text:
         return _EMPTY_HASH
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
+
+
+picklable(Ja4Fields)

@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from sensor.frozen import picklable
 from sensor.protocols.errors import ParseError
 from sensor.protocols.ja4 import GREASE_VALUES, ja4_of
 
@@ -467,3 +468,6 @@ def _apply_message(
             out.certificates = parse_certificate_body(bytes(buffer[start:end]))
     elif msg_type == HS_CERTIFICATE_REQUEST:
         out.certificate_request = True
+
+
+picklable(ClientHello, ServerHello, TlsStream)

@@ -11,6 +11,8 @@ from types import MappingProxyType
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from sensor.frozen import picklable
+
 # Short attribute names as OpenSSL and Suricata print them; other OIDs print dotted.
 _ATTRIBUTE_NAMES = MappingProxyType(
     {
@@ -147,3 +149,6 @@ def _escape(text: str) -> str:
     return "".join(
         f"\\x{ord(ch):02x}" if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F else ch for ch in text
     )
+
+
+picklable(CertSummary, _Fields)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sensor.frozen import picklable
 from sensor.model import FlowRecord
 from sensor.signatures.schema import Condition, Signature, ToolFile, pattern_tokens
 from sensor.yamlsource import SourceError
@@ -453,3 +454,6 @@ def _http_values(r: FlowRecord, field: str) -> tuple[Any, ...]:
 def _query_keys(target: str) -> list[str]:
     _, _, query = target.partition("?")
     return [p.split("=", 1)[0] for p in query.split("&") if p]
+
+
+picklable(Decoded, Match)

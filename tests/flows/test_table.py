@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
 
@@ -80,33 +81,36 @@ def test_idle_timeout_ends_flows_and_activity_extends_them() -> None:
     t, ended = table(tcp_idle_s=10, udp_idle_s=5)
     a = t.create(6, key("10.0.0.1", "10.0.0.2", 1, 80), 0, SYN)
     b = t.create(17, key("10.0.0.1", "10.0.0.3", 2, 53), 0, 0)
+    flow_a, flow_b = a.flow, b.flow
     t.expire(6 * NS)
-    assert [(f.id, r) for f, r in ended] == [(b.flow.id, "timeout")]
+    assert [(f.id, r) for f, r in ended] == [(flow_b.id, "timeout")]
     a.last = 8 * NS  # a packet at 8 s
     t.expire(12 * NS)
     assert len(ended) == 1
     t.expire(18 * NS)
-    assert ended[-1] == (a.flow, "timeout")
+    assert ended[-1] == (flow_a, "timeout")
     assert t.active == 0 and not t.tcp and not t.udp
 
 
 def test_closed_flows_go_quickly() -> None:
     t, ended = table(tcp_idle_s=600, tcp_closed_s=10)
     d = t.create(6, key("10.0.0.1", "10.0.0.2", 1, 80), 0, SYN)
-    t.close_soon(d.flow, 1 * NS)
+    flow = d.flow
+    t.close_soon(flow, 1 * NS)
     t.expire(12 * NS)
-    assert ended == [(d.flow, "closed")]
+    assert ended == [(flow, "closed")]
 
 
 def test_max_age_splits_long_flows() -> None:
     t, ended = table(tcp_idle_s=600, max_age_s=60)
     d = t.create(6, key("10.0.0.1", "10.0.0.2", 1, 80), 0, SYN)
+    flow = d.flow
     for s in range(0, 700, 30):
         d.last = s * NS
         t.expire(s * NS)
         if ended:
             break
-    assert ended == [(d.flow, "max_age")]
+    assert ended == [(flow, "max_age")]
 
 
 def test_bound_evicts_and_counts() -> None:
@@ -125,3 +129,19 @@ def test_flush_ends_everything_in_start_order() -> None:
     t.flush()
     assert [f.first for f, _ in ended] == [3, 5]
     assert {r for _, r in ended} == {"end"}
+
+
+def test_an_ended_flow_is_freed_without_the_cycle_collector() -> None:
+    t, ended = table(udp_idle_s=5)
+    gc.collect()
+    gc.disable()
+    try:
+        for port in range(100):
+            t.create(17, key("10.0.0.1", "10.0.0.3", port, 53), 0, 0)
+        t.expire(6 * NS)
+        assert len(ended) == 100
+        ended.clear()
+        # Reference counting freed the flows: the collector finds nothing left in a cycle.
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

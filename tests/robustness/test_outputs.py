@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 from scapy.utils import wrpcap
 
+from sensor.addresses import syslog_target
 from sensor.alerts.sinks import JsonFileSink, SpoolingSink, StdoutSink, SyslogSink
 from sensor.analysis import Sink
 from sensor.commands.analyze import analyze_captures
@@ -156,6 +158,7 @@ def test_alert_file_in_a_missing_directory_waits_for_it(
 MOUNT_CHILD = r"""
 import json, os, subprocess, sys
 from prometheus_client import CollectorRegistry
+from sensor.addresses import syslog_target
 from sensor.alerts.sinks import JsonFileSink
 from sensor.metrics import Metrics
 
@@ -319,6 +322,95 @@ def test_syslog_to_a_missing_unix_socket(registry: CollectorRegistry, tmp_path: 
         got = [syslog_json(d)["alert"]["alert_id"] for d in received(listener)]
     assert got == [4, 5, 6, 7, 8, 9]
     assert counters(registry, "syslog") == Counters(failures=8, spooled=0, dropped=3)
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def octet_counted(stream: bytes) -> list[bytes]:
+    """Split an RFC 6587 octet-counting stream ("LEN SP MSG" ...); the stream must end whole."""
+    out = []
+    while stream:
+        length, sep, rest = stream.partition(b" ")
+        assert sep and length.isdigit(), stream[:40]
+        out.append(rest[: int(length)])
+        assert len(out[-1]) == int(length), "a message was cut"
+        stream = rest[int(length) :]
+    return out
+
+
+def accept_all(listener: socket.socket) -> bytes:
+    """Everything one connection sends until the sender closes it."""
+    listener.settimeout(5)
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(5)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_syslog_over_tcp_spools_while_nobody_listens_then_delivers_in_order(
+    registry: CollectorRegistry,
+) -> None:
+    port = free_tcp_port()
+    sink = SyslogSink(f"tcp://127.0.0.1:{port}", SPOOL, Metrics(registry))
+    send(sink, range(1, 9))
+    # Unlike UDP, every refused alert is noticed: all of them are failures, none is lost
+    # silently, the spool keeps the latest and the overflow is counted.
+    assert counters(registry, "syslog") == Counters(failures=8, spooled=SPOOL, dropped=3)
+    assert sink.last_error == os.strerror(111)  # ECONNREFUSED
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        sink.retry()
+        sink.alert(alert(9))
+        sink.close()
+        got = [syslog_json(m)["alert"]["alert_id"] for m in octet_counted(accept_all(listener))]
+    assert got == [4, 5, 6, 7, 8, 9]
+    assert counters(registry, "syslog") == Counters(failures=8, spooled=0, dropped=3)
+
+
+def test_syslog_over_tcp_reconnects_when_the_receiver_restarts(
+    registry: CollectorRegistry,
+) -> None:
+    port = free_tcp_port()
+    sink = SyslogSink(f"tcp://127.0.0.1:{port}", SPOOL, Metrics(registry))
+    with socket.create_server(("127.0.0.1", port)) as listener:
+        listener.settimeout(5)
+        sink.alert(alert(1))
+        conn, _ = listener.accept()
+        first = conn.recv(65536)
+        conn.close()  # the receiver restarts
+        time.sleep(0.2)  # its FIN reaches the sensor's socket
+        sink.alert(alert(2))
+        sink.close()
+        second = accept_all(listener)
+    assert [syslog_json(m)["alert"]["alert_id"] for m in octet_counted(first)] == [1]
+    assert [syslog_json(m)["alert"]["alert_id"] for m in octet_counted(second)] == [2]
+    assert counters(registry, "syslog").spooled == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("/dev/log", ("unix", "/dev/log")),
+        ("192.0.2.1:514", ("udp", ("192.0.2.1", 514))),
+        ("udp://logs.example:514", ("udp", ("logs.example", 514))),
+        ("tcp://[2001:db8::1]:6514", ("tcp", ("2001:db8::1", 6514))),
+    ],
+)
+def test_syslog_addresses(address: str, expected: tuple[str, object]) -> None:
+    assert syslog_target(address) == expected
+
+
+@pytest.mark.parametrize("address", ["logs.example", "tls://h:514", "tcp://h:0", "tcp://:514"])
+def test_syslog_address_mistakes_are_errors(address: str) -> None:
+    with pytest.raises(ValueError, match="tcp://"):
+        syslog_target(address)
 
 
 # --- hostile wire text -------------------------------------------------------------------------
