@@ -144,21 +144,36 @@ class Sessions:
     def __init__(self, builder: SessionStage, verdicts: Verdicts) -> None:
         self.builder = builder
         self.verdicts = verdicts
+        self._arrived: list[Session] = []
 
     def add(self, session: Session) -> None:
-        for done in self.builder.add(session):
-            self.verdicts.session(done)
+        # Held until the tick: flows that end at one tick of packet time are joined and judged
+        # in one fixed order, whichever worker (and in whatever order) reported them.
+        self._arrived.append(session)
 
     def tick(self, now_ns: int) -> None:
-        """Hand on sessions nothing joined for a while; close alert windows."""
+        """Join what arrived; hand on sessions nothing joined for a while; close alert windows."""
+        self._join_arrived()
         for done in self.builder.expire(now_ns):
             self.verdicts.session(done)
         self.verdicts.tick(now_ns)
 
     def finish(self) -> None:
+        self._join_arrived()
         for done in self.builder.flush():
             self.verdicts.session(done)
         self.verdicts.finish()
+
+    def _join_arrived(self) -> None:
+        arrived, self._arrived = self._arrived, []
+        for session in sorted(arrived, key=_arrival_order):
+            for done in self.builder.add(session):
+                self.verdicts.session(done)
+
+
+def _arrival_order(s: Session) -> tuple[int, str, int, str, int, str, str, tuple[int, ...]]:
+    return (s.start_ns, s.src_ip, s.src_port, s.dest_ip, s.dest_port, s.tool, s.channel,
+            s.flow_ids)  # fmt: skip
 
 
 class Verdicts:

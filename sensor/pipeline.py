@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sensor.capture.files import Frame
+from sensor.capture.formats import Frame
 from sensor.decode.inet import PROTO_TCP, PROTO_UDP, decode_transport
 from sensor.decode.link import ETH_IPV4, ETH_IPV6, DecodeError, network_offset
 from sensor.flows.stream import add_segment
@@ -134,10 +134,11 @@ class Engine:
         shards = self.shards
         shard_index = self.shard_index
         peek_dns = inspector.peek_dns
-        # With shards, every shard reads every packet; only shard 0 counts the global counters.
+        # With shards, every shard reads every packet's time. A shard counts the packets it owns;
+        # shard 0 also counts those no shard owns (not IP, undecodable), so the sums are exact.
         counting = shard_index == 0
         errors = stats.decode_errors if counting else {}
-        others = stats.other_protocols if counting else {}
+        others = stats.other_protocols
         packets = bytes_seen = non_ip = 0
         next_expiry = self._next_expiry
         backwards = max(self.settings.tcp_idle_s, self.settings.udp_idle_s) * NS + NS
@@ -159,6 +160,7 @@ class Engine:
                     next_expiry = ts + NS
                 packets += 1
                 bytes_seen += wire_len
+                owned = shards == 1
                 try:
                     if (
                         linktype == 1
@@ -196,6 +198,9 @@ class Engine:
                             off, ethertype = network_offset(linktype, data)
                             if ethertype not in (ETH_IPV4, ETH_IPV6):
                                 non_ip += 1
+                                if not counting:
+                                    packets -= 1
+                                    bytes_seen -= wire_len
                                 continue
                         proto, key, l4, start, end, truncated = decode_transport(
                             data, off, ethertype
@@ -212,7 +217,10 @@ class Engine:
                         ):
                             if proto == PROTO_UDP and (data[l4] << 8 | data[l4 + 1]) == 53:
                                 peek_dns(key, data[start:end], ts)  # attribution needs every answer
+                            packets -= 1
+                            bytes_seen -= wire_len
                             continue
+                    owned = True
                     if proto == PROTO_TCP:
                         flags = data[l4 + 13]
                         d = tcp_get(key)
@@ -252,15 +260,23 @@ class Engine:
                         others[proto] = others.get(proto, 0) + 1
                 except DecodeError as exc:
                     errors[exc.reason] = errors.get(exc.reason, 0) + 1
+                    if not counting:
+                        packets -= 1
+                        bytes_seen -= wire_len
                 except Exception:  # the one isolation point: no packet may stop the sensor
-                    errors["internal_error"] = errors.get("internal_error", 0) + 1
+                    if not (owned or counting):
+                        packets -= 1  # seen by every shard before its owner was known
+                        bytes_seen -= wire_len
+                        continue
+                    failed = stats.decode_errors
+                    failed["internal_error"] = failed.get("internal_error", 0) + 1
                     if self._internal_errors_logged < 10:
                         self._internal_errors_logged += 1
                         log.exception("packet %d could not be processed", stats.packets + packets)
         finally:
+            stats.packets += packets
+            stats.bytes += bytes_seen
             if counting:
-                stats.packets += packets
-                stats.bytes += bytes_seen
                 stats.non_ip += non_ip
             stats.last_packet_ns = ts
             self._next_expiry = next_expiry

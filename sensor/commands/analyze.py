@@ -159,7 +159,7 @@ def _run_workers(
         for i in range(args.workers)
     ]
     sessions = Sessions(SessionBuilder(), verdicts)
-    supervisor = Supervisor(specs, sessions, verdicts.metrics, restart=False)
+    supervisor = Supervisor(specs, sessions, verdicts.metrics, restart=False, ordered=True)
     registry.register(EngineCollector(supervisor.snapshots))
     supervisor.run()
     sessions.finish()

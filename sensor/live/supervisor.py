@@ -13,6 +13,7 @@ import logging
 import multiprocessing as mp
 import queue
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
@@ -37,6 +38,7 @@ class Supervisor:
         metrics: Metrics | None = None,
         restart: bool = True,
         on_idle: Callable[[], None] | None = None,
+        ordered: bool = False,
     ) -> None:
         self.specs = {s.worker_id: s for s in specs}
         self.sessions = sessions
@@ -56,6 +58,13 @@ class Supervisor:
         self._retired: list[EngineSnapshot] = []
         self._fatal = False
         self._last_start: dict[int, float] = {}
+        # Offline, results are put back in packet-time order (see _hold): every worker reads
+        # every packet's time and ticks at the same instants, so the instants line them up.
+        self.ordered = ordered
+        self._pending: dict[int, list[tuple[str, int, Any]]] = {wid: [] for wid in self.specs}
+        self._epochs: dict[int, deque[tuple[int, list[tuple[str, int, Any]]]]] = {
+            wid: deque() for wid in self.specs
+        }
 
     # --- state for metrics and health -----------------------------------------------------
 
@@ -96,6 +105,8 @@ class Supervisor:
             if self.on_idle is not None:
                 self.on_idle()
         self._drain()
+        if self.ordered:
+            self._release(final=True)
         for proc in self._procs.values():
             proc.join(timeout=5)
 
@@ -151,7 +162,54 @@ class Supervisor:
             got = True
             self._handle(message)
 
+    def _hold(self, message: tuple[str, int, Any]) -> bool:
+        """Offline: keep a worker's results until every worker has reached the same time.
+
+        Single-worker analysis ends flows, joins sessions and closes alert windows at each
+        tick of packet time, in that order. A worker ahead of the others must not have its later
+        sessions joined before the others' earlier ones are in and the tick is done, or the
+        joining (and so the output) would depend on which process ran faster.
+        """
+        kind, wid, payload = message
+        if kind in ("session", "early", "exploit"):
+            self._pending[wid].append(message)
+            return True
+        if kind == "tick":
+            self._epochs[wid].append((payload, self._pending[wid]))
+            self._pending[wid] = []
+            self._release()
+            return True
+        if kind == "done":
+            self._done.add(wid)
+            self._release()
+        return False
+
+    def _release(self, final: bool = False) -> None:
+        """Hand on every tick that all running workers have passed, oldest first."""
+        epochs = self._epochs
+        while True:
+            heads = [e[0][0] for e in epochs.values() if e]
+            waiting = any(not epochs[w] and w not in self._done for w in epochs)
+            if not heads or (waiting and not final):
+                break
+            now = min(heads)
+            for wid in sorted(epochs):
+                if epochs[wid] and epochs[wid][0][0] == now:
+                    for message in epochs[wid].popleft()[1]:
+                        self._deliver(message)
+            self.sessions.tick(now)
+        if final:
+            for wid in sorted(self._pending):
+                for message in self._pending[wid]:
+                    self._deliver(message)
+                self._pending[wid] = []
+
     def _handle(self, message: tuple[str, int, Any]) -> None:
+        if self.ordered and self._hold(message):
+            return
+        self._deliver(message)
+
+    def _deliver(self, message: tuple[str, int, Any]) -> None:
         kind, wid, payload = message
         if kind == "session":
             self.sessions.add(payload)

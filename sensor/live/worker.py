@@ -67,6 +67,10 @@ class _Outbox:
     def session(self, s: Session) -> None:
         self.out.put(("session", self.wid, s))
 
+    def tick(self, now_ns: int) -> None:
+        """Offline: packet time passed ``now_ns``; what was sent before happened before it."""
+        self.out.put(("tick", self.wid, now_ns))
+
     def early(self, s: Session) -> None:
         self.out.put(("early", self.wid, s))
 
@@ -115,6 +119,7 @@ def run_worker(spec: WorkerSpec, out: Queue[Any], inbox: Queue[Any]) -> None:
         on_early=box.early if spec.interface else None,
         worker=(spec.worker_id, spec.shards),
         on_exploit=box.exploit,
+        on_tick=None if spec.interface else box.tick,
     )
     settle_collector()
     if spec.interface:
