@@ -6,7 +6,7 @@ Three measurements, each in a child process of its own so its peak resident set 
 * **flood**: a classic pcap written record by record (never held in memory) holding a SYN
   flood of ``--flows`` distinct flows at ``--pps``, with the two AnyDesk sessions of
   ``anydesk-2022-ndpi.pcapng`` re-timed into its middle, read by ``rmm-sensor analyze`` with
-  ``flows.max_flows`` at its default (262,144) and at ``--small-table``. Reported: peak RSS, the
+  ``flows.max_flows`` at its default (131,072) and at ``--small-table``. Reported: peak RSS, the
   flows evicted (``rmm_sensor_flows_ended_total{reason="evicted"}``) and whether the AnyDesk
   sessions of the same frames without the flood are all still reported.
 * **baseline**: the AnyDesk frames alone, for the RSS of a sensor that holds almost no flows.

@@ -198,13 +198,15 @@ def bench(job: Job, packets: int, repeat: int) -> Result:
 def jobs_for(args: argparse.Namespace, capture: str) -> list[Job]:
     jobs: list[Job] = []
     if "sensor" not in args.skip:
-        base = [*shlex.split(args.sensor_cmd), "analyze", "--format", "json", "--flows"]
+        base = [*shlex.split(args.sensor_cmd), "analyze", "--format", "json"]
         extra = shlex.split(args.sensor_args)
         ok = frozenset(args.sensor_ok_exit)
-        jobs.append(Job("rmm-sensor", (*base, *extra, capture), ok))
-        for n in args.workers:
-            with_workers = (*base, *extra, "--workers", str(n), capture)
-            jobs.append(Job(f"rmm-sensor --workers {n}", with_workers, ok))
+        # Sessions only (what incident response asks first), and every flow as well.
+        for label, flows in (("", []), (" --flows", ["--flows"])):
+            jobs.append(Job(f"rmm-sensor{label}", (*base, *flows, *extra, capture), ok))
+            for n in args.workers:
+                with_workers = (*base, *flows, *extra, "--workers", str(n), capture)
+                jobs.append(Job(f"rmm-sensor{label} --workers {n}", with_workers, ok))
     if "ndpi" not in args.skip:
         # -q: no per-flow report; detection itself runs in full.
         jobs.append(Job("ndpiReader", ("ndpiReader", "-i", capture, "-q")))

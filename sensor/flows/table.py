@@ -262,12 +262,22 @@ class FlowTable:
         self._identify_heap.clear()
 
     def _evict_one(self) -> None:
+        """End the flow closest to its own timeout, so a flood of new flows cannot push out a
+        long, busy session: an entry whose flow was active since it was pushed goes back with
+        its real deadline, and the search goes on."""
         heap = self._heap
+        settings = self.settings
         while heap:
-            _, _, flow = heapq.heappop(heap)
-            if not flow.ended:
-                self.end(flow, "evicted")
-                return
+            due, _, flow = heapq.heappop(heap)
+            if flow.ended:
+                continue
+            idle = settings.tcp_closed_s if flow.closed else self._idle(flow.proto)
+            deadline = min(flow.last + idle * NS, flow.first + settings.max_age_s * NS)
+            if deadline > due:
+                heapq.heappush(heap, (deadline, next(self._seq), flow))
+                continue
+            self.end(flow, "evicted")
+            return
 
     def _idle(self, proto: int) -> int:
         s = self.settings

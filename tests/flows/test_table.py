@@ -122,6 +122,18 @@ def test_bound_evicts_and_counts() -> None:
     assert [f.id for f, _ in ended] == [1, 2]  # the oldest go first
 
 
+def test_eviction_spares_a_busy_old_flow() -> None:
+    """A flood of new flows must not push out a long session that is still talking."""
+    t, ended = table(max_flows=3)
+    session = t.create(6, key("10.0.0.1", "10.0.0.2", 50000, 443), 0, SYN)
+    for i in range(1, 20):
+        session.last = i * NS  # a packet every second
+        t.create(6, key("10.6.6.6", "10.0.0.2", 1000 + i, 80), i * NS, SYN)  # flood
+    assert t.active == 3
+    assert session.flow not in [f for f, _ in ended]
+    assert {r for _, r in ended} == {"evicted"} and len(ended) == 17
+
+
 def test_flush_ends_everything_in_start_order() -> None:
     t, ended = table()
     t.create(17, key("10.0.0.1", "10.0.0.2", 2, 53), 5, 0)
