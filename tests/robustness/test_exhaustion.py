@@ -3,13 +3,14 @@ within its documented bounds, and the AnyDesk sessions inside the flood are stil
 
 The flood (300,000 flows, written record by record to a pcap) is read by `rmm-sensor analyze`
 in child processes, whose peak RSS comes from ``os.wait4``; ``bench/exhaustion.py`` runs the
-same code on a million flows. Measured on the 2-CPU development machine: 1,280 bytes per table
-entry by tracemalloc (a SYN-only flow), about 1,670 bytes of RSS per entry above a sensor that
-holds no flows; 457 MiB peak with the default 262,144 entries, 70 MiB with 10,000.
+same code on a million flows. Measured on the 2-CPU development machine (compiled build):
+1,224 bytes per table entry by tracemalloc (a SYN-only flow), about 1,720 bytes of RSS per entry
+above a sensor that holds no flows; 254 MiB peak with the default 131,072 entries, 56 MiB with
+10,000; a million-flow flood read in 13.6 s.
 
-Bound asserted: peak RSS <= baseline + entries x 2 KiB + 48 MiB (interpreter, allocator and
-the garbage of evicted flows awaiting the cyclic collector), where entries is the table size
-or the number of flows, whichever is smaller. The long flow's cost does not depend on its
+Bound asserted: peak RSS <= baseline + entries x 2 KiB + 48 MiB (interpreter and allocator;
+evicted flows are freed at once by reference counting), where entries is the table size or the
+number of flows, whichever is smaller. The long flow's cost does not depend on its
 length: inspection stops after the first 512 bytes of an unknown protocol, and an HTTP body is
 passed over without being buffered.
 """
