@@ -209,12 +209,15 @@ class Engine:
                         # By address pair (symmetric XOR of the last two address bytes), so all
                         # connections between two hosts, which may form one session, share a shard.
                         h = (len(key) >> 1) - 2
-                        if (
-                            h > 0
-                            and ((key[h - 1] ^ key[2 * h - 1]) + (key[h - 2] ^ key[2 * h - 2]))
-                            % shards
-                            != shard_index
-                        ):
+                        if h <= 0:
+                            # Neither TCP nor UDP (no key): counted once, by shard 0.
+                            if not counting:
+                                packets -= 1
+                                bytes_seen -= wire_len
+                                continue
+                        elif (
+                            (key[h - 1] ^ key[2 * h - 1]) + (key[h - 2] ^ key[2 * h - 2])
+                        ) % shards != shard_index:
                             if proto == PROTO_UDP and (data[l4] << 8 | data[l4 + 1]) == 53:
                                 peek_dns(key, data[start:end], ts)  # attribution needs every answer
                             packets -= 1

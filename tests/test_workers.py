@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.l2 import Ether
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap
 
@@ -52,13 +52,20 @@ def vnc_connection(client: str, server: str, sport: int, t0: float, close: bool)
 
 
 def chatter(t0: float, seconds: int) -> list[Packet]:
-    """Other hosts' traffic, once a second: it moves packet time on."""
+    """Other hosts' traffic, once a second: it moves packet time on. Pings and ARP among it:
+    packets that no shard owns are counted once, whatever the number of workers."""
     packets = []
     for i in range(seconds):
         pkt = Ether() / IP(src="10.9.0.1", dst="10.9.0.2") / UDP(sport=40000, dport=9999)
         pkt = pkt / Raw(b"x")
         pkt.time = t0 + i
         packets.append(pkt)
+        if i % 10 == 0:
+            ping = Ether() / IP(src=f"10.9.1.{i % 250}", dst="10.9.0.2") / ICMP()
+            ping.time = t0 + i + 0.5
+            arp = Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="10.9.0.1", pdst="10.9.0.2")
+            arp.time = t0 + i + 0.6
+            packets += [ping, arp]
     return packets
 
 
@@ -121,8 +128,15 @@ def test_one_worker_splits_a_session_whose_second_connection_is_reported_late(
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_several_workers_give_the_same_output_as_one(capture: Path, workers: int) -> None:
-    assert comparable(analyze(workers, capture)) == comparable(analyze(1, capture))
+def test_several_workers_give_the_same_output_as_one(
+    capture: Path, workers: int, tmp_path: Path
+) -> None:
+    one = comparable(analyze(1, capture, metrics=tmp_path / "one.prom"))
+    assert comparable(analyze(workers, capture, metrics=tmp_path / "n.prom")) == one
+    one_samples = samples(tmp_path / "one.prom")
+    assert 'rmm_sensor_other_protocol_packets_total{protocol="icmp"} 40.0' in one_samples
+    assert "rmm_sensor_non_ip_packets_total 40.0" in one_samples
+    assert samples(tmp_path / "n.prom") == one_samples
 
 
 def test_several_workers_on_real_captures(tmp_path: Path) -> None:
