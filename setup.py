@@ -19,6 +19,7 @@ COMPILED = [
     "sensor/communityid.py",
     "sensor/decode/inet.py",
     "sensor/decode/link.py",
+    "sensor/decode/sieve.py",
     "sensor/fingerprints/anydesk.py",
     "sensor/fingerprints/attribution.py",
     "sensor/fingerprints/detector.py",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from sensor.capture.formats import Frame
 from sensor.decode.inet import PROTO_TCP, PROTO_UDP, decode_transport
 from sensor.decode.link import ETH_IPV4, ETH_IPV6, DecodeError, network_offset
+from sensor.decode.sieve import Sieve
 from sensor.flows.stream import add_segment
 from sensor.flows.table import NS, Flow, FlowSettings, FlowTable
 from sensor.inspect import DnsHook, Inspector
@@ -91,6 +92,8 @@ class Engine:
         )
         self.certs = CertCache()
         self.shard_index, self.shards = shard
+        # A worker of several hands this to its capture reader (see sensor.decode.sieve).
+        self.sieve = Sieve(self.shard_index, self.shards) if self.shards > 1 else None
         self._next_expiry = 0
         self._internal_errors_logged = 0
 
@@ -115,6 +118,8 @@ class Engine:
         """Let time pass without packets (a quiet live interface): expire flows, tick."""
         if now_ns >= self._next_expiry:
             self._next_expiry = now_ns + NS
+            if self.sieve is not None:
+                self.sieve.next_tick = self._next_expiry
             self.table.expire(now_ns)
             if self.on_tick is not None:
                 self.on_tick(now_ns)
@@ -143,6 +148,12 @@ class Engine:
         next_expiry = self._next_expiry
         backwards = max(self.settings.tcp_idle_s, self.settings.udp_idle_s) * NS + NS
         ts = stats.last_packet_ns
+        sieve = self.sieve
+        if sieve is not None:
+            # The reader drops packets by this clock, so it must be the engine's, always.
+            sieve.next_tick = next_expiry
+            sieve.backwards = backwards
+            sieve.reading = False
         try:
             for ts, linktype, data, wire_len in frames:
                 # Timeouts run on packet time, checked before the packet joins its flow.
@@ -151,6 +162,8 @@ class Engine:
                         stats.first_packet_ns = ts
                     table.expire(ts)
                     next_expiry = ts + NS
+                    if sieve is not None:
+                        sieve.next_tick = next_expiry
                     if self.on_tick is not None:
                         self.on_tick(ts)
                 elif ts < next_expiry - backwards:
@@ -158,6 +171,8 @@ class Engine:
                     # files, a clock reset): flows of the old timeline cannot continue.
                     table.flush("time_jump")
                     next_expiry = ts + NS
+                    if sieve is not None:
+                        sieve.next_tick = next_expiry
                 packets += 1
                 bytes_seen += wire_len
                 owned = shards == 1
@@ -281,5 +296,6 @@ class Engine:
             stats.bytes += bytes_seen
             if counting:
                 stats.non_ip += non_ip
-            stats.last_packet_ns = ts
+            # The last record read may be one the sieve dropped.
+            stats.last_packet_ns = sieve.last_ts if sieve is not None and sieve.reading else ts
             self._next_expiry = next_expiry

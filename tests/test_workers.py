@@ -10,6 +10,7 @@ merely delivered in arrival order would join the two.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,27 @@ def test_several_workers_on_real_captures(tmp_path: Path) -> None:
     one_samples = samples(tmp_path / "one.prom")
     assert any(x.startswith("rmm_sensor_packets_total ") for x in one_samples)
     assert samples(tmp_path / "two.prom") == one_samples
+
+
+def test_damaged_capture_reports_once_and_keeps_what_was_read(tmp_path: Path) -> None:
+    # The default table on a buffered stdout (as in a pipe): workers are forked, so anything
+    # left in the parent's buffers would come out once per worker.
+    whole = (ROOT / "pcaps" / "demo-mixed.pcap").read_bytes()
+    damaged = tmp_path / "cut.pcap"
+    damaged.write_bytes(whole[: len(whole) // 2])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    runs = []
+    for workers in (1, 2):
+        runs.append(subprocess.run(
+            [sys.executable, "-c", "import sys; from sensor.cli import main; sys.exit(main())",
+             "analyze", "--workers", str(workers), str(damaged)],
+            capture_output=True, text=True, timeout=300, check=False, env=env,
+        ))  # fmt: skip
+    for run in runs:
+        assert run.returncode == 2
+        lines = run.stderr.splitlines()
+        assert len(lines) == 1, run.stderr
+        assert lines[0].startswith(f"rmm-sensor: error: {damaged}: offset ")
+    assert runs[0].stderr == runs[1].stderr
+    assert "Remote-access sessions (" in runs[0].stdout
+    assert runs[1].stdout == runs[0].stdout

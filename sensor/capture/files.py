@@ -27,6 +27,7 @@ from sensor.capture.formats import (
     pcap_frames,
     pcapng_frames,
 )
+from sensor.decode.sieve import Sieve
 
 __all__ = ["CHUNK", "MAX_BLOCK", "MAX_RECORD", "CaptureError", "Frame", "read_frames", "read_many"]
 
@@ -44,8 +45,11 @@ def _open(path: str) -> io.BufferedReader:
         raise CaptureError(path, 0, exc.strerror or str(exc)) from exc
 
 
-def read_frames(path: str) -> Iterator[Frame]:
-    """Yield every frame of one capture file (``-`` is standard input)."""
+def read_frames(path: str, sieve: Sieve | None = None) -> Iterator[Frame]:
+    """Yield every frame of one capture file (``-`` is standard input).
+
+    With a sieve (a worker of several), frames of other shards' flows are left out.
+    """
     raw = _open(path)
     try:
         source: io.BufferedReader | gzip.GzipFile = raw
@@ -57,9 +61,9 @@ def read_frames(path: str) -> Iterator[Frame]:
         if len(head) < 4:
             raise CaptureError(path, 0, "file is empty or shorter than a capture header")
         if head in PCAP_MAGICS:
-            yield from pcap_frames(stream, head)
+            yield from pcap_frames(stream, head, sieve)
         elif head == PCAPNG_SHB:
-            yield from pcapng_frames(stream, head)
+            yield from pcapng_frames(stream, head, sieve)
         else:
             raise CaptureError(path, 0, f"not a pcap or pcapng file (magic {head.hex()})")
     finally:

@@ -15,6 +15,8 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 
+from sensor.decode.sieve import Sieve
+
 Frame = tuple[int, int, bytes, int]
 
 CHUNK = 1 << 20
@@ -72,7 +74,7 @@ class Stream:
         return data
 
 
-def pcap_frames(stream: Stream, magic: bytes) -> Iterator[Frame]:
+def pcap_frames(stream: Stream, magic: bytes, sieve: Sieve | None = None) -> Iterator[Frame]:
     endian, frac_ns = PCAP_MAGICS[magic]
     header = magic + stream.read(20)
     if len(header) < 24:
@@ -116,7 +118,9 @@ def pcap_frames(stream: Stream, magic: bytes) -> Iterator[Frame]:
             end = pos + 16 + incl
             if end > end_buf:
                 break
-            yield sec * 1_000_000_000 + frac * frac_ns, linktype, buf[pos + 16 : end], orig
+            ts = sec * 1_000_000_000 + frac * frac_ns
+            if sieve is None or not sieve.drops(linktype, buf, pos + 16, incl, ts):
+                yield ts, linktype, buf[pos + 16 : end], orig
             pos = end
 
 
@@ -172,7 +176,7 @@ def _options(body: bytes, pos: int, endian: str) -> Iterator[tuple[int, bytes]]:
         pos += 4 + ((length + 3) & ~3)
 
 
-def pcapng_frames(stream: Stream, magic: bytes) -> Iterator[Frame]:
+def pcapng_frames(stream: Stream, magic: bytes, sieve: Sieve | None = None) -> Iterator[Frame]:
     path = stream.path
     buf = magic
     pos = 0
@@ -229,7 +233,8 @@ def pcapng_frames(stream: Stream, magic: bytes) -> Iterator[Frame]:
                 raise CaptureError(path, offset, f"captured length {caplen} exceeds its block")
             iface = ifaces[iface_id]
             last_ts = ((hi << 32) | lo) * iface.mul // iface.div + iface.offset_ns
-            yield last_ts, iface.linktype, buf[start + 20 : start + 20 + caplen], orig
+            if sieve is None or not sieve.drops(iface.linktype, buf, start + 20, caplen, last_ts):
+                yield last_ts, iface.linktype, buf[start + 20 : start + 20 + caplen], orig
             continue
         body = buf[start : pos - 4]
         if block_type == 0x0A0D0D0A:
@@ -249,6 +254,8 @@ def pcapng_frames(stream: Stream, magic: bytes) -> Iterator[Frame]:
                 raise CaptureError(path, offset, f"captured length {caplen} exceeds its block")
             iface = ifaces[iface_id]
             last_ts = ((hi << 32) | lo) * iface.mul // iface.div + iface.offset_ns
+            if sieve is not None:
+                sieve.saw(last_ts)
             yield last_ts, iface.linktype, body[20 : 20 + caplen], orig
         elif block_type == 3:  # simple packet block: interface 0, no timestamp
             if not ifaces:
@@ -260,4 +267,6 @@ def pcapng_frames(stream: Stream, magic: bytes) -> Iterator[Frame]:
             if ifaces[0].snaplen:
                 caplen = min(caplen, ifaces[0].snaplen)
             # No timestamp of its own: keep the section's last one so time never runs backwards.
+            if sieve is not None:
+                sieve.saw(last_ts)
             yield last_ts, ifaces[0].linktype, body[4 : 4 + caplen], orig

@@ -159,8 +159,14 @@ def _run_workers(
         for i in range(args.workers)
     ]
     sessions = Sessions(SessionBuilder(), verdicts)
-    supervisor = Supervisor(specs, sessions, verdicts.metrics, restart=False, ordered=True)
+    supervisor = Supervisor(
+        specs, sessions, verdicts.metrics, restart=False, ordered=True, fork=True
+    )
     registry.register(EngineCollector(supervisor.snapshots))
+    # A forked worker flushes the standard streams it inherited when it exits: empty them first,
+    # or their buffered text would be written once per worker.
+    sys.stdout.flush()
+    sys.stderr.flush()
     supervisor.run()
     sessions.finish()
     return list(supervisor.errors)

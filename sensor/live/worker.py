@@ -135,7 +135,7 @@ def _offline(spec: WorkerSpec, detection: Detection, box: _Outbox, out: Queue[An
     code = 0
     for path in spec.captures:
         try:
-            detection.run(read_frames(path))
+            detection.run(read_frames(path, detection.engine.sieve))
         except CaptureError as exc:
             if spec.worker_id == 0:  # every worker reads the same bytes: report once
                 out.put(("error", spec.worker_id, str(exc)))

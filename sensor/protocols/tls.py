@@ -135,7 +135,13 @@ def _vector16_end(data: bytes, pos: int, end: int, what: str) -> int:
 
 
 def _text(raw: bytes) -> str:
-    """Wire text as a valid str with control characters escaped (safe for terminals)."""
+    r"""Wire text as a valid str with control characters escaped (safe for terminals).
+
+    A backslash on the wire is doubled first, so a name cannot spell out an escape of its own:
+    the four characters ``\x0a`` are written ``\\x0a``, a newline byte ``\x0a``.
+    """
+    if b"\\" in raw:
+        raw = raw.replace(b"\\", b"\\\\")
     text = raw.decode("utf-8", "backslashreplace")
     if text.isascii() and text.isprintable():  # the usual case: nothing to escape
         return text

@@ -399,6 +399,9 @@ def test_server_alert_after_hello_ends_stream() -> None:
         (sni_ext(b"bad\x1b[31m\x9b.example"), "bad\\x1b[31m\\x9b.example"),
         (sni_ext(b"caf\xc3\xa9.example"), "caf\u00e9.example"),
         (sni_ext(b"\xff\xfe.example"), "\\xff\\xfe.example"),
+        # A backslash on the wire is doubled, so it cannot pass for an escape.
+        (sni_ext(b"a\\x0a.example"), "a\\\\x0a.example"),
+        (sni_ext(b"a\\\n\xff"), "a\\\\\\x0a\\xff"),
         (sni_ext(b"ignored", name_type=7), ""),
         (ext(0, b"\x00\x00"), ""),
         (b"", None),

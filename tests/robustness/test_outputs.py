@@ -431,9 +431,10 @@ def wire_text(raw: bytes) -> str:
 
 
 def tls_text(raw: bytes) -> str:
-    """The TLS parser also writes C0 and C1 controls and DEL of a name as ``\\xNN``."""
+    """The TLS parser doubles a backslash, and writes C0 and C1 controls and DEL as ``\\xNN``."""
     return "".join(
-        f"\\x{ord(c):02x}" if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F else c for c in wire_text(raw)
+        f"\\x{ord(c):02x}" if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F else c
+        for c in wire_text(raw.replace(b"\\", b"\\\\"))
     )
 
 
