@@ -22,17 +22,18 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
+
+from netns import Namespace  # bench/netns.py (this script runs from bench/)
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_CAPTURE = REPO / "bench" / "out" / "bench.pcap"
@@ -49,12 +50,6 @@ CAPTURERS = ("sensor-1w", "sensor-2w", "tcpdump")
 
 # Run inside the namespace (its /proc/sys/net is the namespace's): no IPv6, so the kernel sends
 # nothing of its own on the pair and every packet counted is one tcpreplay sent.
-NO_IPV6 = """\
-for scope in ("all", "default"):
-    with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
-        f.write("1")
-"""
-
 # Run inside the namespace: /metrics of the sensor, printed as it came ("" = no answer).
 GET_METRICS = """\
 import sys, urllib.request
@@ -89,36 +84,8 @@ class Step:
     catch_up_s: float | None  # sensor only; None when it did not finish in time
 
 
-class Namespace:
-    """A network namespace with veth-a (replay side) and veth-b (capture side)."""
-
-    def __init__(self) -> None:
-        self.name = f"rmm-bench-{os.getpid()}-{secrets.token_hex(3)}"
-
-    def cmd(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, *argv: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            self.cmd(*argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
-        return done.stdout
-
-    @contextlib.contextmanager
-    def created(self) -> Iterator[Namespace]:
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
-        try:
-            self.run(sys.executable, "-I", "-c", NO_IPV6)
-            # Some source captures hold frames larger than 1500 bytes (offloaded segments).
-            self.run("ip", "link", "add", "veth-a", "mtu", "65535", "type", "veth",
-                     "peer", "name", "veth-b", "mtu", "65535")  # fmt: skip
-            for link in ("lo", "veth-a", "veth-b"):
-                self.run("ip", "link", "set", link, "up")
-            yield self
-        finally:
-            subprocess.run(["ip", "netns", "del", self.name], check=False)
+class Bench(Namespace):
+    """The namespace of bench/netns.py, with what this benchmark does in it."""
 
     def replay(self, capture: Path, rate: str, packets: int, loop: int) -> Replay:
         speed = ["--topspeed"] if rate == "top" else ["--pps", rate]
@@ -163,7 +130,7 @@ def stop(proc: subprocess.Popen[bytes], sig: int) -> None:
 # --- the capturers ---------------------------------------------------------------------------
 
 
-def sensor_step(ns: Namespace, workers: int, replay: ReplayFn) -> Step:
+def sensor_step(ns: Bench, workers: int, replay: ReplayFn) -> Step:
     argv = [sys.executable, "-c", SENSOR_MAIN, "live", "--interface", "veth-b", "--workers",
             str(workers), "--metrics-address", f"127.0.0.1:{METRICS_PORT}"]  # fmt: skip
     with tempfile.TemporaryFile() as log:
@@ -176,9 +143,7 @@ def sensor_step(ns: Namespace, workers: int, replay: ReplayFn) -> Step:
                 print(f"sensor exit status {proc.returncode}: {_tail(log)}", file=sys.stderr)
 
 
-def _sensor_run(
-    ns: Namespace, proc: subprocess.Popen[bytes], workers: int, replay: ReplayFn
-) -> Step:
+def _sensor_run(ns: Bench, proc: subprocess.Popen[bytes], workers: int, replay: ReplayFn) -> Step:
     if not wait_until(lambda: running_sockets(proc.pid) == workers, READY_TIMEOUT_S):
         raise RuntimeError("the sensor did not start")
     rate, result = replay()
@@ -203,7 +168,7 @@ def _sensor_run(
                 catch_up)  # fmt: skip
 
 
-def tcpdump_step(ns: Namespace, replay: ReplayFn) -> Step:
+def tcpdump_step(ns: Bench, replay: ReplayFn) -> Step:
     argv = ["tcpdump", "-i", "veth-b", "-w", "/dev/null", "-B", str(TCPDUMP_BUFFER_KIB)]
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(ns.cmd(*argv), stdout=subprocess.DEVNULL, stderr=log)
@@ -228,7 +193,7 @@ def _tail(log: IO[bytes]) -> str:
     return log.read().decode("utf-8", "backslashreplace")
 
 
-def metrics(ns: Namespace) -> dict[str, float]:
+def metrics(ns: Bench) -> dict[str, float]:
     """Unlabelled samples of the sensor's /metrics."""
     url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
     out = {}
@@ -351,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop = -(-args.packets // in_file)  # a small capture is replayed several times over
     steps: list[Step] = []
     load_before = _load()
-    with Namespace().created() as ns:
+    with Bench("rmm-bench").created() as ns:
         for rate in args.rates.split(","):
             for capturer in CAPTURERS:
                 if capturer in args.skip:

@@ -22,22 +22,21 @@ Run as root: ``.venv/bin/python bench/soak.py [--minutes 10] [--pps 20000] [--js
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from netns import Namespace  # bench/netns.py (this script runs from bench/)
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,12 +51,6 @@ POLL_S = 0.5
 SENSOR_MAIN = "import sys; from sensor.cli import main; sys.exit(main())"
 
 # Run inside the namespace: no IPv6, so the kernel sends nothing of its own on the pair.
-NO_IPV6 = """\
-for scope in ("all", "default"):
-    with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
-        f.write("1")
-"""
-
 # Run inside the namespace: the sensor's /metrics as it came ("" = no answer).
 GET_METRICS = """\
 import sys, urllib.request
@@ -69,36 +62,8 @@ except OSError:
 """
 
 
-class Namespace:
-    """A network namespace with veth-a (replay side) and veth-b (capture side)."""
-
-    def __init__(self) -> None:
-        self.name = f"rmm-soak-{os.getpid()}-{secrets.token_hex(3)}"
-
-    def cmd(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, *argv: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            self.cmd(*argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
-        return done.stdout
-
-    @contextlib.contextmanager
-    def created(self) -> Iterator[Namespace]:
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
-        try:
-            self.run(sys.executable, "-I", "-c", NO_IPV6)
-            # Some source captures hold frames larger than 1500 bytes (offloaded segments).
-            self.run("ip", "link", "add", "veth-a", "mtu", "65535", "type", "veth",
-                     "peer", "name", "veth-b", "mtu", "65535")  # fmt: skip
-            for link in ("lo", "veth-a", "veth-b"):
-                self.run("ip", "link", "set", link, "up")
-            yield self
-        finally:
-            subprocess.run(["ip", "netns", "del", self.name], check=False)
+class SoakNamespace(Namespace):
+    """The namespace of bench/netns.py, with what this benchmark does in it."""
 
     def metrics(self) -> dict[str, float]:
         """Every sample of the sensor's /metrics, keyed ``name{labels}``; {} if no answer."""
@@ -195,7 +160,7 @@ class Soak:
     sensor_exit: int | None = None
 
 
-def sample(ns: Namespace, supervisor: int, t0: float) -> Sample:
+def sample(ns: SoakNamespace, supervisor: int, t0: float) -> Sample:
     m = ns.metrics()
     alerts = sum(v for k, v in m.items() if k.startswith("rmm_sensor_alerts_total"))
     return Sample(
@@ -219,7 +184,7 @@ def soak(args: argparse.Namespace, capture: Path, work: Path) -> Soak:
             "--alerts", str(work / "alerts.jsonl")]  # fmt: skip
     if args.config is not None:
         argv += ["--config", str(args.config.resolve())]
-    with Namespace().created() as ns, open(work / "sensor.log", "wb") as log:
+    with SoakNamespace("rmm-soak").created() as ns, open(work / "sensor.log", "wb") as log:
         sensor = subprocess.Popen(ns.cmd(*argv), stdout=subprocess.DEVNULL, stderr=log, cwd=REPO)
         try:
             if not wait_until(lambda: capturing(sensor.pid) == args.workers, READY_TIMEOUT_S):

@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import struct
@@ -35,12 +34,13 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.netns import Namespace
 from sensor.capture.files import read_frames
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,13 +105,6 @@ with socket.socket() as s:
     print(s.getsockname()[1])
 """
 
-# Run inside the namespace (its /proc/sys/net is the namespace's): no IPv6 on new interfaces.
-NO_IPV6 = """\
-for scope in ("all", "default"):
-    with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
-        f.write("1")
-"""
-
 SENSOR_MAIN = "import sys; from sensor.cli import main; sys.exit(main())"
 
 
@@ -124,29 +117,8 @@ class Replay:
     failed: int
 
 
-@dataclass
-class Netns:
-    """A network namespace with the pair veth-a (replay side) and veth-b (capture side)."""
-
-    name: str
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def cmd(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, *argv: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            self.cmd(*argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr.strip()}"
-        return done.stdout
-
-    def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-        # `ip netns exec` execs the command, so the process id is the command's own.
-        with log.open("wb") as out:
-            proc = subprocess.Popen(self.cmd(*argv), stdout=out, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
+class Netns(Namespace):
+    """The bench's namespace (veth-a replay side, veth-b capture side), with test helpers."""
 
     def get(self, url: str, timeout: float = 3.0) -> tuple[int, str]:
         out = self.run(sys.executable, "-I", "-c", HTTP_GET, url, str(timeout))
@@ -159,9 +131,6 @@ class Netns:
     def replay(self, capture: Path, pps: int = PPS) -> Replay:
         out = self.run("tcpreplay", "-i", "veth-a", "--pps", str(pps), str(capture), timeout=120)
         return Replay(_tcpreplay_count(out, "Successful"), _tcpreplay_count(out, "Failed"))
-
-    def link(self, state: str) -> None:
-        self.run("ip", "link", "set", "veth-b", state)
 
 
 def _tcpreplay_count(summary: str, what: str) -> int:
@@ -187,26 +156,8 @@ def _require_environment() -> None:
 @pytest.fixture(scope="module")
 def netns() -> Iterator[Netns]:
     _require_environment()
-    ns = Netns(f"rmm-test-{os.getpid()}-{secrets.token_hex(3)}")
-    subprocess.run(["ip", "netns", "add", ns.name], check=True, capture_output=True)
-    try:
-        ns.run(sys.executable, "-I", "-c", NO_IPV6)
-        # Some shared captures hold frames larger than 1500 bytes (offloaded segments).
-        ns.run("ip", "link", "add", "veth-a", "mtu", "65535", "type", "veth",
-               "peer", "name", "veth-b", "mtu", "65535")  # fmt: skip
-        for link in ("lo", "veth-a", "veth-b"):
-            ns.run("ip", "link", "set", link, "up")
+    with Netns("rmm-test").created() as ns:
         yield ns
-    finally:
-        for proc in ns.procs:
-            if proc.poll() is None:
-                proc.terminate()  # the sensor's workers follow their supervisor out
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        subprocess.run(["ip", "netns", "del", ns.name], check=False, capture_output=True)
 
 
 # --- the sensor -------------------------------------------------------------------------------

@@ -31,10 +31,10 @@ How each query is run:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import struct
 import subprocess
@@ -42,14 +42,15 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import dpkt
 import pytest
 import yaml
 
+from bench.netns import Namespace
 from sensor.capture.files import read_frames
 
 REPO = Path(__file__).resolve().parents[2]
@@ -352,27 +353,24 @@ def build_replay(tmp: Path) -> Path:
 # --- the namespace, the sensor, Prometheus -------------------------------------------------------
 
 
-@dataclass
-class Netns:
-    name: str
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    client: subprocess.Popen[str] | None = None
+class Netns(Namespace):
+    """The bench's namespace, with a long-lived HTTP client inside it."""
 
-    def cmd(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix)
+        self.client: subprocess.Popen[str] | None = None
 
-    def run(self, *argv: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            self.cmd(*argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr.strip()}"
-        return done.stdout
-
-    def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(self.cmd(*argv), stdout=out, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
+    @contextlib.contextmanager
+    def created(self) -> Iterator[Self]:
+        with super().created():
+            try:
+                yield self
+            finally:
+                if self.client is not None:
+                    assert self.client.stdin is not None and self.client.stdout is not None
+                    self.client.stdin.close()
+                    self.client.wait(timeout=10)
+                    self.client.stdout.close()
 
     def get(self, url: str) -> tuple[int, str]:
         if self.client is None:
@@ -482,20 +480,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _require_environment()
     tmp = tmp_path_factory.mktemp("deploy-live")
     replay = build_replay(tmp)
-    ns = Netns(f"rmm-deploy-{os.getpid()}-{secrets.token_hex(3)}")
-    subprocess.run(["ip", "netns", "add", ns.name], check=True, capture_output=True)
-    try:
-        # No IPv6 in the namespace: the kernel then sends nothing of its own on the pair.
-        ns.run(
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        )
-        ns.run("ip", "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-b")
-        for link in ("lo", "veth-a", "veth-b"):
-            ns.run("ip", "link", "set", link, "up")
-
+    with Netns("rmm-deploy").created() as ns:
         config = tmp / "rmm-sensor.yaml"
         config.write_text(SENSOR_CONFIG)
         sensor_port = ns.free_port()
@@ -567,21 +552,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         while not settled() and time.monotonic() < deadline:
             time.sleep(1)
         yield stack
-    finally:
-        if ns.client is not None:
-            assert ns.client.stdin is not None and ns.client.stdout is not None
-            ns.client.stdin.close()
-            ns.client.wait(timeout=10)
-            ns.client.stdout.close()
-        for proc in ns.procs:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        subprocess.run(["ip", "netns", "del", ns.name], check=False, capture_output=True)
 
 
 # --- the tests -----------------------------------------------------------------------------------
