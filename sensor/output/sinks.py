@@ -54,10 +54,14 @@ class TableSink:
             flows = sorted(self._flows, key=lambda f: (f.start_ns, f.flow_id))
             table.render(table.FLOW_HEADERS, table.flow_rows(flows), out)
             out.write("\n")
+        # In time order: a follow-up alert (sessions condensed while it waited) is only written
+        # when its window closes, after alerts of later sessions.
         out.write(f"Remote-access sessions ({len(self._sessions)})\n")
         if self._sessions:
-            table.render(table.SESSION_HEADERS, table.session_rows(self._sessions), out)
+            sessions = sorted(self._sessions, key=lambda s: (s.start_ns, s.session_id))
+            table.render(table.SESSION_HEADERS, table.session_rows(sessions), out)
         out.write(f"\nAlerts ({len(self._alerts)})\n")
         if self._alerts:
-            table.render(table.ALERT_HEADERS, table.alert_rows(self._alerts), out)
+            alerts = sorted(self._alerts, key=lambda a: (a.ts_ns, a.alert_id))
+            table.render(table.ALERT_HEADERS, table.alert_rows(alerts), out)
         out.flush()
