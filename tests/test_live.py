@@ -36,6 +36,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -352,6 +353,7 @@ class LiveResult:
     stop_s: float
     alert_lines: list[str]
     sessions: set[SessionKey]
+    session_lines: list[str]
     output: str
 
 
@@ -416,6 +418,7 @@ def parity(netns: Netns, tmp_path_factory: pytest.TempPathFactory) -> ParityRun:
             stop_s=stop_s,
             alert_lines=_lines(tmp / f"alerts-{workers}w.jsonl"),
             sessions=session_keys(_lines(tmp / f"sessions-{workers}w.jsonl")),
+            session_lines=_lines(tmp / f"sessions-{workers}w.jsonl"),
             output=sensor.output(),
         )
     return ParityRun(
@@ -540,6 +543,24 @@ def test_alert_file_holds_json_lines(parity: ParityRun, workers: int) -> None:
     alerted = {(e["rmm"]["tool"], e["rmm"]["channel"], e["src_ip"], e["dest_ip"], e["dest_port"])
                for e in events}  # fmt: skip
     assert alerted <= {(k[0], k[1], k[2], k[4], k[5]) for k in result.sessions}
+
+
+@pytest.mark.parametrize("workers", WORKER_COUNTS)
+def test_alerts_say_what_the_final_records_say(parity: ParityRun, workers: int) -> None:
+    """An alert is raised while its flow runs; it names and judges the session as the record
+    written when the session ends. With two workers, a relay named only by a DNS answer that
+    the other worker saw is judged once the name has come over (the identify grace)."""
+
+    def fields(event: dict[str, Any]) -> tuple[Any, ...]:
+        rmm = event["rmm"]
+        return (rmm["tool"], rmm["channel"], event["src_ip"], event["dest_ip"],
+                event["dest_port"], rmm["instance"], rmm["verdict"])  # fmt: skip
+
+    result = parity.live[workers]
+    final = {fields(json.loads(line)) for line in result.session_lines}
+    alerts = [json.loads(line) for line in result.alert_lines]
+    assert len(alerts) > 10 and any(a["rmm"]["tool"] == "anydesk" for a in alerts)
+    assert [fields(a) for a in alerts if fields(a) not in final] == []
 
 
 # --- scenarios 4 and 5: a sensor that keeps capturing -----------------------------------------

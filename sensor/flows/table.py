@@ -168,11 +168,17 @@ class FlowTable:
         on_identify: Callable[[Flow], None] | None = None,
         identify_after_s: int = 5,
         worker: tuple[int, int] = (0, 1),
+        identify_grace_s: int = 2,
     ) -> None:
         self.settings = settings
         self.on_end = on_end
         self.on_identify = on_identify
         self.identify_after_s = identify_after_s
+        # Live, a flow is looked at no sooner than this after its first packet. The DNS answer
+        # that names its server may have reached another worker, and takes a few hundred
+        # milliseconds to come here; judged without it, a sanctioned relay named only by DNS
+        # would be alerted on as unknown.
+        self.identify_grace_ns = identify_grace_s * NS
         self._identify_heap: list[tuple[int, int, Flow]] = []
         self.tcp: dict[bytes, Direction] = {}
         self.udp: dict[bytes, Direction] = {}
@@ -214,6 +220,15 @@ class FlowTable:
 
     def identify_now(self, flow: Flow) -> None:
         """Both directions told what they are: look at the flow while it is still running."""
+        if self.on_identify is None or flow.identified or flow.ended:
+            return
+        due = flow.first + self.identify_grace_ns
+        if due > flow.last:
+            heapq.heappush(self._identify_heap, (due, next(self._seq), flow))
+        else:
+            self._identify(flow)
+
+    def _identify(self, flow: Flow) -> None:
         if self.on_identify is not None and not flow.identified and not flow.ended:
             flow.identified = True
             self.on_identify(flow)
@@ -236,7 +251,7 @@ class FlowTable:
         """End every flow whose idle, close or age deadline has passed at packet time ``now``."""
         due = self._identify_heap
         while due and due[0][0] <= now:
-            self.identify_now(heapq.heappop(due)[2])
+            self._identify(heapq.heappop(due)[2])
         heap = self._heap
         settings = self.settings
         while heap and heap[0][0] <= now:

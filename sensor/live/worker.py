@@ -7,8 +7,10 @@ queue; the supervisor judges sessions (one policy, one alert throttle for the wh
 
 DNS attribution across workers: offline, every shard reads every DNS answer (they are few), so
 attribution is exactly what one process would do. Live, a DNS answer lands in one worker only;
-that worker sends what it learned to the supervisor, which passes it to every other worker at the
-next report interval (one second). A relay flow is matched when it ends, which is much later.
+that worker sends what it learned to the supervisor after the batch of packets it came in, and the
+supervisor passes it to every other worker, which applies it before its next batch: a few hundred
+milliseconds. A running flow is looked at two seconds after its first packet at the soonest (the
+flow table's identify grace), so the name is there when it is judged.
 """
 
 from __future__ import annotations
@@ -187,14 +189,15 @@ def _live(
                 time.sleep(0.2)  # down: the socket rejoins by itself when it comes back up
             else:
                 detection.run(cap.frames(POLL_MS))
-                # DNS facts go out after every batch (a block, at most ~0.1 s of traffic), so
-                # the supervisor usually has a name before another worker's session needs it.
+                # DNS facts go out after every batch (a block, at most ~0.1 s of traffic) and
+                # come in before the next one, well within the flow table's identify grace.
                 box.send_learned()
+            stopping = _read_inbox(detector, inbox)
             detection.engine.advance(time.time_ns())
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + REPORT_INTERVAL_S
                 _report(spec, detection, cap.stats(), box, out)
-                stopping = _read_inbox(detector, inbox) or os.getppid() != parent
+                stopping = stopping or os.getppid() != parent
     finally:
         detection.finish()
         box.send_batches()

@@ -157,3 +157,31 @@ def test_an_ended_flow_is_freed_without_the_cycle_collector() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_running_flow_is_identified_after_the_grace_and_once() -> None:
+    # Live, a flow is judged while it runs, but not before a DNS answer seen by another worker
+    # had time to name its server.
+    seen: list[Flow] = []
+    t = FlowTable(FlowSettings(), lambda f, r: None, seen.append)
+    early = t.create(6, key("10.0.0.1", "10.0.0.2", 40000, 443), 10 * NS, SYN)
+    early.last = 10 * NS + NS // 10
+    t.identify_now(early.flow)  # its first bytes told all after 0.1 s: too soon
+    t.expire(11 * NS)
+    assert seen == []
+    t.expire(12 * NS)
+    assert seen == [early.flow]
+    t.identify_now(early.flow)
+    t.expire(20 * NS)
+    assert seen == [early.flow]
+
+    slow = t.create(6, key("10.0.0.1", "10.0.0.3", 40001, 443), 30 * NS, SYN)
+    slow.last = 33 * NS
+    t.identify_now(slow.flow)  # past the grace already: at once
+    assert seen == [early.flow, slow.flow]
+
+    ended = t.create(6, key("10.0.0.1", "10.0.0.4", 40002, 443), 40 * NS, SYN)
+    t.identify_now(ended.flow)
+    t.end(ended.flow, "closed")
+    t.expire(50 * NS)
+    assert seen == [early.flow, slow.flow]
