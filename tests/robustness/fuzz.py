@@ -25,7 +25,7 @@ import time
 import traceback
 import unicodedata
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +302,40 @@ class Pipeline:
         assert not [c for c in text if c != "\n" and unicodedata.category(c) in UNSAFE]
 
 
+class ShardSieve:
+    """A worker of two reads the frames with its sieve and without: the same results."""
+
+    def __init__(self, index: SignatureIndex) -> None:
+        self.index = index
+
+    def __call__(self, frames: list[Frame]) -> None:
+        for shard in ((0, 2), (1, 2)):
+            assert self.run(frames, shard, True) == self.run(frames, shard, False)
+
+    def run(self, frames: list[Frame], shard: tuple[int, int], sieve: bool) -> tuple[Any, ...]:
+        flows: list[Any] = []
+        sessions: list[Any] = []
+        detection = Detection(
+            FlowSettings(max_flows=64),
+            Detector(self.index, ENRICHERS),
+            sessions.append,
+            on_flow=flows.append,
+            shard=shard,
+        )
+        engine = detection.engine
+
+        def sieved() -> Iterator[Frame]:
+            # As the capture reader asks, record by record, after the engine's previous packet.
+            for frame in frames:
+                ts, linktype, data, _wire = frame
+                if engine.sieve is None or not engine.sieve.drops(linktype, data, 0, len(data), ts):
+                    yield frame
+
+        detection.run(sieved() if sieve else frames)
+        detection.finish()
+        return flows, sessions, detection.snapshot()
+
+
 @st.composite
 def frame_windows(draw: st.DrawFn, corpus: Corpus) -> list[Frame]:
     """A run of consecutive real frames, some of them mutated, shuffled or repeated."""
@@ -367,6 +401,7 @@ def targets(corpus: Corpus, index: SignatureIndex) -> list[Target]:
         ),
         Target("escape", st.tuples(st.text(), st.none() | st.integers(0, 80)), check_escape),
         Target("engine", frame_windows(corpus) | RANDOM_FRAMES, Pipeline(index)),
+        Target("shard-sieve", frame_windows(corpus) | RANDOM_FRAMES, ShardSieve(index)),
     ]
 
 
