@@ -158,6 +158,10 @@ def sender_is_client(proto: int, key: bytes, tcp_flags: int) -> bool:
     return True  # UDP: whoever sent first asked first
 
 
+# Entries of ended flows the heaps may hold beyond twice the running flows before a rebuild.
+COMPACT_SLACK = 4096
+
+
 class FlowTable:
     """Flows keyed by directional key, bounded in number, ended through ``on_end``."""
 
@@ -203,7 +207,33 @@ class FlowTable:
         self.active += 1
         self.created += 1
         heapq.heappush(self._heap, (ts + self._idle(proto) * NS, next(self._seq), flow))
+        limit = 2 * self.active + COMPACT_SLACK
+        if len(self._heap) > limit or len(self._identify_heap) > limit:
+            self._compact()
         return flow.c2s if client else flow.s2c
+
+    def _compact(self) -> None:
+        """Rebuild both heaps from the running flows.
+
+        An ended flow's entries stay in the heaps until they come due (a TCP flow's idle entry
+        600 s after it was pushed), and they keep the flow and its buffers alive: a flood of
+        short complete connections would hold memory in proportion to its rate, not to
+        ``max_flows``. Rebuilding once the heaps hold twice the running flows costs O(flows)
+        every O(flows) pushes.
+        """
+        settings = self.settings
+        running = [d.flow for d in (*self.tcp.values(), *self.udp.values()) if d.is_client]
+        heap: list[tuple[int, int, Flow]] = []
+        for flow in running:
+            idle = settings.tcp_closed_s if flow.closed else self._idle(flow.proto)
+            due = min(flow.last + idle * NS, flow.first + settings.max_age_s * NS)
+            heap.append((due, next(self._seq), flow))
+        self._heap[:] = heap  # in place: a loop over the heap may hold the list
+        heapq.heapify(self._heap)
+        self._identify_heap[:] = [
+            e for e in self._identify_heap if not (e[2].ended or e[2].identified)
+        ]
+        heapq.heapify(self._identify_heap)
 
     def close_soon(self, flow: Flow, ts: int) -> None:
         """FIN or RST seen: let the flow go after a short quiet period."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import socket
 import struct
+import tracemalloc
 
 import pytest
 
 from sensor.flows.table import (
+    COMPACT_SLACK,
     NS,
     Flow,
     FlowSettings,
@@ -185,3 +187,33 @@ def test_running_flow_is_identified_after_the_grace_and_once() -> None:
     t.end(ended.flow, "closed")
     t.expire(50 * NS)
     assert seen == [early.flow, slow.flow]
+
+
+def test_ended_flows_are_not_held_by_their_timeout_entries() -> None:
+    # A flood of short, complete connections: each closed flow still has its idle entry in the
+    # timeout heap (due 600 s later). Those entries must not keep the flows and their buffers
+    # alive: memory follows the running flows, not the connection rate.
+    ended = [0]  # counted, not kept: keeping them would hold them
+
+    def count(_flow: Flow, _reason: str) -> None:
+        ended[0] += 1
+
+    t = FlowTable(FlowSettings(tcp_closed_s=1), count)
+    most = 0
+    tracemalloc.start()
+    try:
+        for i in range(60_000):
+            ts = i * NS // 1000  # 1,000 connections a second, each gone 1 s after its FIN
+            d = t.create(6, key("10.0.0.1", f"10.1.{i >> 8 & 255}.{i & 255}", 40000, 443), ts, SYN)
+            d.buf = bytearray(4000)  # still inspecting when it closed
+            t.close_soon(d.flow, ts)
+            if i % 100 == 0:
+                t.expire(ts)
+            most = max(most, t.active)
+            assert len(t._heap) <= 2 * most + COMPACT_SLACK + 1
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert ended[0] > 58_000 and most < 1_200
+    # 60,000 flows of 4 KB would hold 240 MB; the running ones and the slack, about 30 MB.
+    assert held < 60_000_000, held
