@@ -157,19 +157,17 @@ class Engine:
         try:
             for ts, linktype, data, wire_len in frames:
                 # Timeouts run on packet time, checked before the packet joins its flow.
-                if ts >= next_expiry:
-                    if not stats.first_packet_ns:
-                        stats.first_packet_ns = ts
-                    table.expire(ts)
-                    next_expiry = ts + NS
-                    if sieve is not None:
-                        sieve.next_tick = next_expiry
-                    if self.on_tick is not None:
-                        self.on_tick(ts)
-                elif ts < next_expiry - backwards:
-                    # Time went back further than any flow can idle (the next of several
-                    # files, a clock reset): flows of the old timeline cannot continue.
-                    table.flush("time_jump")
+                if ts >= next_expiry or ts < next_expiry - backwards:
+                    if ts >= next_expiry:
+                        if not stats.first_packet_ns:
+                            stats.first_packet_ns = ts
+                        table.expire(ts)
+                        if self.on_tick is not None:
+                            self.on_tick(ts)
+                    else:
+                        # Time went back further than any flow can idle (the next of several
+                        # files, a clock reset): flows of the old timeline cannot continue.
+                        table.flush("time_jump")
                     next_expiry = ts + NS
                     if sieve is not None:
                         sieve.next_tick = next_expiry

@@ -224,9 +224,17 @@ def pcapng_frames(stream: Stream, magic: bytes, sieve: Sieve | None = None) -> I
         offset = base + pos
         start = pos + 8  # the block body: buf[start : pos + block_len - 4] before pos moves on
         pos += block_len
-        if block_type == 6 and block_len >= 32:
-            # Enhanced packet block, the common case: fields read in place, one slice.
-            iface_id, hi, lo, caplen, orig = struct.unpack_from(endian + "IIIII", buf, start)
+        if block_type in (6, 2):
+            # Enhanced packet block (and the obsolete packet block, laid out alike): fields
+            # read in place, one slice for the packet.
+            if block_len < 32:
+                raise CaptureError(path, offset, "truncated packet block")
+            if block_type == 6:
+                iface_id, hi, lo, caplen, orig = struct.unpack_from(endian + "IIIII", buf, start)
+            else:
+                iface_id, _drops, hi, lo, caplen, orig = struct.unpack_from(
+                    endian + "HHIIII", buf, start
+                )
             if iface_id >= len(ifaces):
                 raise CaptureError(path, offset, f"packet names unknown interface {iface_id}")
             if caplen > block_len - 32:
@@ -241,22 +249,6 @@ def pcapng_frames(stream: Stream, magic: bytes, sieve: Sieve | None = None) -> I
             ifaces = []
         elif block_type == 1:
             ifaces.append(_idb(body, endian, path, offset))
-        elif block_type in (6, 2):  # enhanced packet block; obsolete packet block
-            if len(body) < 20:
-                raise CaptureError(path, offset, "truncated packet block")
-            if block_type == 6:
-                iface_id, hi, lo, caplen, orig = struct.unpack_from(endian + "IIIII", body)
-            else:
-                iface_id, _drops, hi, lo, caplen, orig = struct.unpack_from(endian + "HHIIII", body)
-            if iface_id >= len(ifaces):
-                raise CaptureError(path, offset, f"packet names unknown interface {iface_id}")
-            if caplen > len(body) - 20:
-                raise CaptureError(path, offset, f"captured length {caplen} exceeds its block")
-            iface = ifaces[iface_id]
-            last_ts = ((hi << 32) | lo) * iface.mul // iface.div + iface.offset_ns
-            if sieve is not None:
-                sieve.saw(last_ts)
-            yield last_ts, iface.linktype, body[20 : 20 + caplen], orig
         elif block_type == 3:  # simple packet block: interface 0, no timestamp
             if not ifaces:
                 raise CaptureError(path, offset, "simple packet block before any interface")
@@ -267,6 +259,6 @@ def pcapng_frames(stream: Stream, magic: bytes, sieve: Sieve | None = None) -> I
             if ifaces[0].snaplen:
                 caplen = min(caplen, ifaces[0].snaplen)
             # No timestamp of its own: keep the section's last one so time never runs backwards.
-            if sieve is not None:
-                sieve.saw(last_ts)
-            yield last_ts, ifaces[0].linktype, body[4 : 4 + caplen], orig
+            linktype = ifaces[0].linktype
+            if sieve is None or not sieve.drops(linktype, body, 4, caplen, last_ts):
+                yield last_ts, linktype, body[4 : 4 + caplen], orig

@@ -27,14 +27,10 @@ class Sieve:
         # Set by the engine: its next expiry time and how far time may go back without a jump.
         self.next_tick = 0
         self.backwards = 0
-        # The time of the last record read, dropped or not: the engine's "last packet seen".
+        # The time of the last record the reader asked about (it asks about every one), dropped
+        # or not: the engine's "last packet seen".
         self.last_ts = 0
         self.reading = False
-
-    def saw(self, ts: int) -> None:
-        """A record the reader passes on without asking (not a candidate for dropping)."""
-        self.last_ts = ts
-        self.reading = True
 
     def drops(self, linktype: int, buf: bytes, off: int, caplen: int, ts: int) -> bool:
         """Whether the record at ``buf[off:off + caplen]`` seen at ``ts`` may be left unread."""

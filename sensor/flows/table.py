@@ -221,14 +221,9 @@ class FlowTable:
         ``max_flows``. Rebuilding once the heaps hold twice the running flows costs O(flows)
         every O(flows) pushes.
         """
-        settings = self.settings
         running = [d.flow for d in (*self.tcp.values(), *self.udp.values()) if d.is_client]
-        heap: list[tuple[int, int, Flow]] = []
-        for flow in running:
-            idle = settings.tcp_closed_s if flow.closed else self._idle(flow.proto)
-            due = min(flow.last + idle * NS, flow.first + settings.max_age_s * NS)
-            heap.append((due, next(self._seq), flow))
-        self._heap[:] = heap  # in place: a loop over the heap may hold the list
+        # In place: a loop over the heap may hold the list.
+        self._heap[:] = [(self._deadline(flow), next(self._seq), flow) for flow in running]
         heapq.heapify(self._heap)
         self._identify_heap[:] = [
             e for e in self._identify_heap if not (e[2].ended or e[2].identified)
@@ -244,19 +239,19 @@ class FlowTable:
 
     def identify_later(self, flow: Flow, ts: int) -> None:
         """First payload seen: look at the flow once its first bytes had time to arrive."""
-        if self.on_identify is not None and not flow.identified:
-            entry = (ts + self.identify_after_s * NS, next(self._seq), flow)
-            heapq.heappush(self._identify_heap, entry)
+        self._identify_at(flow, ts + self.identify_after_s * NS)
 
     def identify_now(self, flow: Flow) -> None:
         """Both directions told what they are: look at the flow while it is still running."""
-        if self.on_identify is None or flow.identified or flow.ended:
-            return
         due = flow.first + self.identify_grace_ns
         if due > flow.last:
-            heapq.heappush(self._identify_heap, (due, next(self._seq), flow))
+            self._identify_at(flow, due)
         else:
             self._identify(flow)
+
+    def _identify_at(self, flow: Flow, due: int) -> None:
+        if self.on_identify is not None and not flow.identified and not flow.ended:
+            heapq.heappush(self._identify_heap, (due, next(self._seq), flow))
 
     def _identify(self, flow: Flow) -> None:
         if self.on_identify is not None and not flow.identified and not flow.ended:
@@ -311,18 +306,21 @@ class FlowTable:
         long, busy session: an entry whose flow was active since it was pushed goes back with
         its real deadline, and the search goes on."""
         heap = self._heap
-        settings = self.settings
         while heap:
             due, _, flow = heapq.heappop(heap)
             if flow.ended:
                 continue
-            idle = settings.tcp_closed_s if flow.closed else self._idle(flow.proto)
-            deadline = min(flow.last + idle * NS, flow.first + settings.max_age_s * NS)
+            deadline = self._deadline(flow)
             if deadline > due:
                 heapq.heappush(heap, (deadline, next(self._seq), flow))
                 continue
             self.end(flow, "evicted")
             return
+
+    def _deadline(self, flow: Flow) -> int:
+        """When the flow ends unless another packet comes: idle (or closed) timeout, or age."""
+        idle = self.settings.tcp_closed_s if flow.closed else self._idle(flow.proto)
+        return min(flow.last + idle * NS, flow.first + self.settings.max_age_s * NS)
 
     def _idle(self, proto: int) -> int:
         s = self.settings

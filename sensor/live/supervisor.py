@@ -183,9 +183,6 @@ class Supervisor:
             self._pending[wid] = []
             self._release()
             return True
-        if kind == "done":
-            self._done.add(wid)
-            self._release()
         return False
 
     def _release(self, final: bool = False) -> None:
@@ -212,6 +209,8 @@ class Supervisor:
         if self.ordered and self._hold(message):
             return
         self._deliver(message)
+        if self.ordered and message[0] == "done":
+            self._release()  # the others need not wait for this worker's ticks any more
 
     def _deliver(self, message: tuple[str, int, Any]) -> None:
         kind, wid, payload = message
