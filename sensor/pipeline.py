@@ -92,8 +92,10 @@ class Engine:
         )
         self.certs = CertCache()
         self.shard_index, self.shards = shard
+        # Time going back further than any flow can idle is a jump (a new file, a clock reset).
+        self.backwards = max(settings.tcp_idle_s, settings.udp_idle_s) * NS + NS
         # A worker of several hands this to its capture reader (see sensor.decode.sieve).
-        self.sieve = Sieve(self.shard_index, self.shards) if self.shards > 1 else None
+        self.sieve = Sieve(*shard, self.backwards) if self.shards > 1 else None
         self._next_expiry = 0
         self._internal_errors_logged = 0
 
@@ -119,7 +121,7 @@ class Engine:
         if now_ns >= self._next_expiry:
             self._next_expiry = now_ns + NS
             if self.sieve is not None:
-                self.sieve.next_tick = self._next_expiry
+                self.sieve.set_clock(self._next_expiry)
             self.table.expire(now_ns)
             if self.on_tick is not None:
                 self.on_tick(now_ns)
@@ -146,18 +148,18 @@ class Engine:
         others = stats.other_protocols
         packets = bytes_seen = non_ip = 0
         next_expiry = self._next_expiry
-        backwards = max(self.settings.tcp_idle_s, self.settings.udp_idle_s) * NS + NS
+        backwards = self.backwards
+        earliest = next_expiry - backwards
         ts = stats.last_packet_ns
         sieve = self.sieve
         if sieve is not None:
             # The reader drops packets by this clock, so it must be the engine's, always.
-            sieve.next_tick = next_expiry
-            sieve.backwards = backwards
+            sieve.set_clock(next_expiry)
             sieve.reading = False
         try:
             for ts, linktype, data, wire_len in frames:
                 # Timeouts run on packet time, checked before the packet joins its flow.
-                if ts >= next_expiry or ts < next_expiry - backwards:
+                if not earliest <= ts < next_expiry:
                     if ts >= next_expiry:
                         if not stats.first_packet_ns:
                             stats.first_packet_ns = ts
@@ -169,8 +171,9 @@ class Engine:
                         # files, a clock reset): flows of the old timeline cannot continue.
                         table.flush("time_jump")
                     next_expiry = ts + NS
+                    earliest = next_expiry - backwards
                     if sieve is not None:
-                        sieve.next_tick = next_expiry
+                        sieve.set_clock(next_expiry)
                 packets += 1
                 bytes_seen += wire_len
                 owned = shards == 1

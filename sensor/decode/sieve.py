@@ -21,22 +21,30 @@ from __future__ import annotations
 class Sieve:
     """One worker's view of which packets are not its own; read by the capture reader."""
 
-    def __init__(self, index: int, shards: int) -> None:
+    def __init__(self, index: int, shards: int, backwards: int) -> None:
         self.index = index
         self.shards = shards
-        # Set by the engine: its next expiry time and how far time may go back without a jump.
+        # How far time may go back without a jump in the engine's clock.
+        self.backwards = backwards
+        # The window of packet times at which the engine's clock stands still, kept current by
+        # the engine through set_clock (once a tick, not once a record).
         self.next_tick = 0
-        self.backwards = 0
+        self.earliest = -backwards
         # The time of the last record the reader asked about (it asks about every one), dropped
         # or not: the engine's "last packet seen".
         self.last_ts = 0
         self.reading = False
 
+    def set_clock(self, next_tick: int) -> None:
+        """The engine's next expiry time moved."""
+        self.next_tick = next_tick
+        self.earliest = next_tick - self.backwards
+
     def drops(self, linktype: int, buf: bytes, off: int, caplen: int, ts: int) -> bool:
         """Whether the record at ``buf[off:off + caplen]`` seen at ``ts`` may be left unread."""
         self.last_ts = ts
         self.reading = True
-        if ts >= self.next_tick or ts < self.next_tick - self.backwards:
+        if not self.earliest <= ts < self.next_tick:
             return False  # the engine's clock moves at this packet
         if (
             linktype != 1
