@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,8 +87,11 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def analyze(workers: int, *captures: Path, metrics: Path | None = None) -> list[dict[str, Any]]:
+def analyze(
+    workers: int, *captures: Path, metrics: Path | None = None, signatures: Path | None = None
+) -> list[dict[str, Any]]:
     extra = ["--metrics-out", str(metrics)] if metrics else []
+    extra += ["--signatures", str(signatures)] if signatures else []
     done = subprocess.run(
         [sys.executable, "-c", "import sys; from sensor.cli import main; sys.exit(main())",
          "analyze", "--format", "json", "--workers", str(workers), *extra, *map(str, captures)],
@@ -155,6 +159,19 @@ def test_several_workers_on_real_captures(tmp_path: Path) -> None:
     one_samples = samples(tmp_path / "one.prom")
     assert any(x.startswith("rmm_sensor_packets_total ") for x in one_samples)
     assert samples(tmp_path / "two.prom") == one_samples
+
+
+def test_workers_use_the_signatures_given_on_the_command_line(tmp_path: Path) -> None:
+    # Only AnyDesk's file: the ScreenConnect sessions of the sample must go unnamed in every
+    # worker, as they do with one.
+    (tmp_path / "sigs").mkdir()
+    shutil.copy(ROOT / "signatures" / "anydesk.yaml", tmp_path / "sigs")
+    capture = ROOT / "pcaps" / "demo-mixed.pcap"
+    tools = {e["rmm"]["tool"] for e in analyze(1, capture) if "rmm" in e}
+    assert {"anydesk", "screenconnect"} <= tools
+    for workers in (1, 2):
+        events = analyze(workers, capture, signatures=tmp_path / "sigs")
+        assert {e["rmm"]["tool"] for e in events if "rmm" in e} == {"anydesk"}
 
 
 def test_damaged_capture_reports_once_and_keeps_what_was_read(tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ def analyze_captures(
         metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
     verdicts = Verdicts(settings.policy, sinks, metrics)
     if args.workers != 1:
-        errors = _run_workers(args, settings, verdicts, registry)
+        errors = _run_workers(args, settings, index, verdicts, registry)
     else:
         errors = _run_one(args, settings, index, verdicts, metrics, registry)
     if args.metrics_out:
@@ -147,7 +147,11 @@ def _run_one(
 
 
 def _run_workers(
-    args: argparse.Namespace, settings: Settings, verdicts: Verdicts, registry: CollectorRegistry
+    args: argparse.Namespace,
+    settings: Settings,
+    index: SignatureIndex,
+    verdicts: Verdicts,
+    registry: CollectorRegistry,
 ) -> list[str]:
     if args.workers < 1:
         return ["--workers must be at least 1"]
@@ -155,7 +159,9 @@ def _run_workers(
         return ["standard input cannot be shared by several workers"]
     captures = tuple(args.captures)
     specs = [
-        WorkerSpec(i, settings, captures=captures, shards=args.workers, send_flows=args.flows)
+        WorkerSpec(
+            i, settings, captures=captures, shards=args.workers, send_flows=args.flows, index=index
+        )
         for i in range(args.workers)
     ]
     sessions = Sessions(SessionBuilder(), verdicts)

@@ -17,13 +17,16 @@ Everything else is passed on, and the engine decides as before.
 
 from __future__ import annotations
 
+from mypy_extensions import i64
+
 
 class Sieve:
     """One worker's view of which packets are not its own; read by the capture reader."""
 
     def __init__(self, index: int, shards: int, backwards: int) -> None:
-        self.index = index
-        self.shards = shards
+        # 64-bit: the shard arithmetic below compiles to plain machine operations.
+        self.index: i64 = index
+        self.shards: i64 = shards
         # How far time may go back without a jump in the engine's clock.
         self.backwards = backwards
         # The window of packet times at which the engine's clock stands still, kept current by
@@ -40,7 +43,7 @@ class Sieve:
         self.next_tick = next_tick
         self.earliest = next_tick - self.backwards
 
-    def drops(self, linktype: int, buf: bytes, off: int, caplen: int, ts: int) -> bool:
+    def drops(self, linktype: int, buf: bytes, off: i64, caplen: i64, ts: int) -> bool:
         """Whether the record at ``buf[off:off + caplen]`` seen at ``ts`` may be left unread."""
         self.last_ts = ts
         self.reading = True
@@ -57,10 +60,10 @@ class Sieve:
         ):
             return False
         proto = buf[off + 23]
-        end = 14 + (buf[off + 16] << 8 | buf[off + 17])
+        end: i64 = 14 + (i64(buf[off + 16]) << 8 | i64(buf[off + 17]))
         end = min(end, caplen)
         if proto == 6:
-            start = 34 + ((buf[off + 46] >> 4) << 2)
+            start: i64 = 34 + ((i64(buf[off + 46]) >> 4) << 2)
             if start < 54 or start > end:
                 return False
         elif proto == 17:
@@ -69,5 +72,6 @@ class Sieve:
         else:
             return False
         # The engine's shard of a flow key: the last two bytes of each address, XORed.
-        owner = ((buf[off + 29] ^ buf[off + 33]) + (buf[off + 28] ^ buf[off + 32])) % self.shards
-        return owner != self.index
+        low: i64 = buf[off + 29] ^ buf[off + 33]
+        high: i64 = buf[off + 28] ^ buf[off + 32]
+        return (low + high) % self.shards != self.index

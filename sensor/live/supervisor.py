@@ -206,6 +206,10 @@ class Supervisor:
                 self._pending[wid] = []
 
     def _handle(self, message: tuple[str, int, Any]) -> None:
+        if message[0] == "batch":  # a worker's messages, in the order it sent them
+            for each in message[2]:
+                self._handle(each)
+            return
         if self.ordered and self._hold(message):
             return
         self._deliver(message)
