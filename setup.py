@@ -39,6 +39,7 @@ COMPILED = [
     "sensor/sessions.py",
     "sensor/signatures/index.py",
     "sensor/text.py",
+    "sensor/timestamps.py",
 ]
 
 if os.environ.get("RMM_SENSOR_PURE"):

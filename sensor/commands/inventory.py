@@ -10,10 +10,10 @@ from typing import Any
 from sensor.commands.analyze import analyze_captures
 from sensor.config import Settings, load_settings
 from sensor.output import table
-from sensor.output.eve import iso_time
 from sensor.rules.inventory import Server
 from sensor.signatures.loader import load_index
 from sensor.text import escape
+from sensor.timestamps import iso_time
 from sensor.yamlsource import SourceError
 
 HEADERS = ("tool", "server", "names", "version", "instance key", "channels", "sessions",

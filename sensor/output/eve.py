@@ -7,12 +7,12 @@ escapes control characters, so each line is valid JSON whatever bytes were captu
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from sensor.model import PROTO_NAMES, Alert, FlowRecord, HttpSummary, Session, TlsSummary
 from sensor.protocols.dns import rrtype_name
 from sensor.protocols.x509 import CertSummary
+from sensor.timestamps import iso_time
 
 TLS_VERSIONS = {
     0x0300: "SSLv3",
@@ -21,13 +21,6 @@ TLS_VERSIONS = {
     0x0303: "TLS 1.2",
     0x0304: "TLS 1.3",
 }
-
-
-def iso_time(ts_ns: int) -> str:
-    """ISO 8601 UTC with microseconds, as EVE writes it."""
-    sec, ns = divmod(ts_ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{ns // 1000:06d}+0000"
 
 
 def tls_version(v: int | None) -> str | None:

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from sensor.model import PROTO_NAMES, Alert, FlowRecord, Session
-from sensor.output.eve import iso_time
 from sensor.text import escape
+from sensor.timestamps import iso_time
 
 MAX_CELL = 48
 

@@ -9,12 +9,12 @@ none. The reason names the entry or says why none matched, so an analyst can fix
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 
 from sensor.addresses import in_networks
 from sensor.config import PolicySettings, SanctionedEntry
 from sensor.model import Session
 from sensor.signatures.schema import CONFIDENCE_RANK
+from sensor.timestamps import utc_date
 
 SEVERITY_BY_CHANNEL = {"relay": "high", "direct": "high", "web": "medium", "download": "medium",
                        "dns": "medium", "discovery": "low"}  # fmt: skip
@@ -50,7 +50,7 @@ class Policy:
             return "unsanctioned", f"tool {s.tool} is never allowed (policy.forbidden_tools)"
         if s.tool in p.allowed_tools:
             return "sanctioned", f"tool {s.tool} is allowed everywhere (policy.allowed_tools)"
-        day = dt.datetime.fromtimestamp(s.start_ns // 1_000_000_000, dt.UTC).date()
+        day = utc_date(s.start_ns)
         expired = []
         tried = 0
         for entry in p.sanctioned:
