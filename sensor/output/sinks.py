@@ -15,7 +15,7 @@ class JsonLinesSink:
 
     def flow(self, record: FlowRecord) -> None:
         if self.flows:
-            self.out.write(eve.dumps(eve.flow_event(record)) + "\n")
+            self.out.write(eve.flow_json(record) + "\n")
 
     def session(self, session: Session) -> None:
         self.out.write(eve.dumps(eve.session_event(session)) + "\n")
