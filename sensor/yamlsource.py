@@ -42,7 +42,7 @@ def load_yaml(path: str, text: str | None = None) -> Located:
         except UnicodeDecodeError as exc:
             raise SourceError(path, 0, f"not UTF-8 text: {exc.reason}") from exc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
@@ -61,6 +61,46 @@ def load_yaml(path: str, text: str | None = None) -> Located:
         return _convert(node, path, set())
     except RecursionError as exc:
         raise SourceError(path, 0, "invalid YAML: nested too deeply") from exc
+
+
+# Deeper documents are composed by PyYAML alone (see _compose); real files nest a few levels.
+MAX_FAST_DEPTH = 64
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The document's node tree: composed by libyaml when PyYAML has it (ten times faster, and
+    signature files are read at every start), else by PyYAML's own parser.
+
+    libyaml's composer recurses in C once per nesting level, beyond Python's recursion limit: a
+    deep enough document would crash the interpreter. So the nesting is measured first on
+    libyaml's event stream (no recursion), and a deeper document, or one libyaml finds an error
+    in, goes to PyYAML's composer: it refuses what is too deep (RecursionError), and its error
+    messages stay the same whichever parser is installed.
+    """
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None and _shallow(text, fast):
+        try:
+            return yaml.compose(text, Loader=fast)
+        except (yaml.YAMLError, ValueError):
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
+def _shallow(text: str, loader: type) -> bool:
+    """Whether no collection nests deeper than MAX_FAST_DEPTH, by libyaml's events (False when
+    libyaml finds an error: PyYAML reports it)."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_FAST_DEPTH:
+                    return False
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except (yaml.YAMLError, ValueError):
+        return False
+    return True
 
 
 def _convert(node: yaml.Node, path: str, seen: set[int], where: str = "(top level)") -> Located:
