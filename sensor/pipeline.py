@@ -257,7 +257,12 @@ class Engine:
                         if flags & 0x05:
                             table.close_soon(d.flow, ts)
                         if d.inspect:
-                            seq = int.from_bytes(data[l4 + 4 : l4 + 8], "big")
+                            seq = (
+                                data[l4 + 4] << 24
+                                | data[l4 + 5] << 16
+                                | data[l4 + 6] << 8
+                                | data[l4 + 7]
+                            )
                             if flags & 0x02:
                                 if d.buf is not None and not d.buf:
                                     d.next_seq = (seq + 1) & SEQ_MASK

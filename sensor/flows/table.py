@@ -141,7 +141,9 @@ def reverse_key(key: bytes) -> bytes:
 
 
 def key_ports(key: bytes) -> tuple[int, int]:
-    return int.from_bytes(key[-4:-2], "big"), int.from_bytes(key[-2:], "big")
+    # Single bytes, not int.from_bytes on slices: compiled, this is plain arithmetic.
+    n = len(key)
+    return key[n - 4] << 8 | key[n - 3], key[n - 2] << 8 | key[n - 1]
 
 
 def sender_is_client(proto: int, key: bytes, tcp_flags: int) -> bool:
