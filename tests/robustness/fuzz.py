@@ -65,6 +65,10 @@ BATCH = 500
 MAX_LINE = 2000  # characters of each line of a failure report (inputs can be large)
 LINKTYPES = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276)
 INTERESTING = (0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF)
+# Packet times a pcapng file can carry (64-bit timestamps, 64-bit interface offsets in seconds):
+# windows of frames are moved by one of these, most often by nothing.
+_S = 1_000_000_000
+TIME_SHIFTS = (0, 0, 0, (1 << 62) * _S, -(1 << 62) * _S, 253_402_300_800 * _S, -62_135_596_801 * _S)
 UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
@@ -355,7 +359,8 @@ def frame_windows(draw: st.DrawFn, corpus: Corpus) -> list[Frame]:
             window[i - 1], window[i] = window[i], window[i - 1]  # reordered
         else:
             window[i] = (ts, draw(st.sampled_from(LINKTYPES)), data, wire)
-    return window
+    shift = draw(st.sampled_from(TIME_SHIFTS))
+    return [(ts + shift, linktype, data, wire) for ts, linktype, data, wire in window]
 
 
 RANDOM_FRAMES = st.lists(
