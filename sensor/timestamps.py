@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-NS_PER_S = 1_000_000_000
+NS = 1_000_000_000
 _S_PER_DAY = 86_400
 _EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
 _TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
@@ -40,8 +40,8 @@ def iso_time(ts_ns: int) -> str:
     Written with integer division and a table of two-digit strings: it runs three times per flow
     record, and ``divmod`` and format specifications took most of a flow's output time.
     """
-    sec = ts_ns // NS_PER_S
-    micros = ts_ns % NS_PER_S // 1_000
+    sec = ts_ns // NS
+    micros = ts_ns % NS // 1_000
     days = sec // _S_PER_DAY
     rest = sec % _S_PER_DAY
     year, month, day = civil_date(days)
@@ -56,5 +56,5 @@ def iso_time(ts_ns: int) -> str:
 def utc_date(ts_ns: int) -> dt.date:
     """The UTC day of ``ts_ns``; a time beyond ``datetime``'s years is held at its first or last
     day (a comparison with an expiry date then still says the right thing)."""
-    ordinal = _EPOCH_DAY + ts_ns // NS_PER_S // _S_PER_DAY
+    ordinal = _EPOCH_DAY + ts_ns // NS // _S_PER_DAY
     return dt.date.fromordinal(min(max(ordinal, 1), dt.date.max.toordinal()))

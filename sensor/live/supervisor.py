@@ -224,9 +224,8 @@ class Supervisor:
             self.verdicts.early(payload)
         elif kind == "exploit":
             self.verdicts.exploit(*payload)
-        elif kind == "flows":
-            for record in payload:
-                self.verdicts.flow(record)
+        elif kind == "flow":
+            self.verdicts.flow(payload)
         elif kind == "snapshot":
             self._snapshots[wid] = payload
         elif kind == "learned":

@@ -42,8 +42,7 @@ log = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 1.0
 POLL_MS = 200
-FLOW_BATCH = 256
-ORDERED_BATCH = 512
+BATCH = 512  # messages an offline worker sends at once
 EXIT_SETUP_ERROR = 3
 
 
@@ -67,13 +66,13 @@ class _Outbox:
     def __init__(self, spec: WorkerSpec, out: Queue[Any]) -> None:
         self.wid = spec.worker_id
         self.out = out
-        self.flows: list[FlowRecord] = []
         self.names: list[tuple[str, str]] = []
         self.attributions: list[Attribution] = []
-        # Offline, results and ticks go out in their order, many to a message: one message per
-        # tick (a second of packet time) woke the queue's feeder thread so often that it cost a
-        # worker about a twentieth of its run. Live, each result goes out at once.
-        self.ordered: list[tuple[str, int, Any]] | None = [] if spec.captures else None
+        # Offline, flow records, results and ticks go out in their order, many to a message:
+        # one message per tick (a second of packet time) woke the queue's feeder thread so often
+        # that it cost a worker about a twentieth of its run. Live, each result goes out at once
+        # (live workers send no flow records).
+        self.pending: list[tuple[str, int, Any]] | None = [] if spec.captures else None
 
     def session(self, s: Session) -> None:
         self._send(("session", self.wid, s))
@@ -88,29 +87,21 @@ class _Outbox:
     def exploit(self, e: Exploit, s: Session) -> None:
         self._send(("exploit", self.wid, (e, s)))
 
+    def flow(self, r: FlowRecord) -> None:
+        self._send(("flow", self.wid, r))
+
     def _send(self, message: tuple[str, int, Any]) -> None:
-        if self.ordered is None:
+        if self.pending is None:
             self.out.put(message)
             return
-        self.ordered.append(message)
-        if len(self.ordered) >= ORDERED_BATCH:
-            self._send_ordered()
-
-    def _send_ordered(self) -> None:
-        if self.ordered:
-            self.out.put(("batch", self.wid, self.ordered))
-            self.ordered = []
-
-    def flow(self, r: FlowRecord) -> None:
-        self.flows.append(r)
-        if len(self.flows) >= FLOW_BATCH:
+        self.pending.append(message)
+        if len(self.pending) >= BATCH:
             self.send_batches()
 
     def send_batches(self) -> None:
-        self._send_ordered()
-        if self.flows:
-            self.out.put(("flows", self.wid, self.flows))
-            self.flows = []
+        if self.pending:
+            self.out.put(("batch", self.wid, self.pending))
+            self.pending = []
         self.send_learned()
 
     def send_learned(self) -> None:

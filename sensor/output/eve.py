@@ -21,7 +21,7 @@ from sensor.model import (
 )
 from sensor.protocols.dns import rrtype_name
 from sensor.protocols.x509 import CertSummary
-from sensor.timestamps import iso_time
+from sensor.timestamps import NS, iso_time
 
 TLS_VERSIONS = {
     0x0300: "SSLv3",
@@ -59,7 +59,7 @@ def flow_json(r: FlowRecord) -> str:
         f',"flow":{{"pkts_toserver":{r.pkts_toserver},"pkts_toclient":{r.pkts_toclient}'
         f',"bytes_toserver":{r.bytes_toserver},"bytes_toclient":{r.bytes_toclient}'
         f',"start":"{start}","end":"{iso_time(r.end_ns)}"'
-        f',"age":{(r.end_ns - r.start_ns) // 1_000_000_000},"reason":{quote(r.end_reason)}'
+        f',"age":{(r.end_ns - r.start_ns) // NS},"reason":{quote(r.end_reason)}'
         f',"orientation":"{orientation}"}}'
     ]
     if r.proto == 6:
