@@ -85,7 +85,10 @@ class Inspector:
 
     def _tls(self, flow: Flow, d: Direction, side: int, data: bytes, full: bool) -> None:
         try:
-            stream = tls.parse_tls_stream(data)
+            earlier = flow.tls[side]
+            stream = tls.parse_tls_stream(
+                data, earlier if isinstance(earlier, tls.TlsStream) else None
+            )
         except ParseError:
             self._parse_error("tls")
             self.stop(d)

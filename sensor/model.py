@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sensor.frozen import picklable
+from sensor.frozen import fast_init, picklable
 from sensor.protocols.dns import DnsAnswer, DnsQuestion
 from sensor.protocols.http import HttpRequest, HttpResponse
 from sensor.protocols.x509 import CertSummary
@@ -169,3 +169,4 @@ def flow_session(
 
 
 picklable(TlsSummary, DnsSummary, HttpSummary, FlowRecord, Evidence, Session, Alert)
+fast_init(TlsSummary, DnsSummary, HttpSummary, FlowRecord)

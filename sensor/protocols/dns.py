@@ -30,7 +30,7 @@ from socket import AF_INET, AF_INET6, inet_ntop
 from types import MappingProxyType
 from typing import Final
 
-from sensor.frozen import picklable
+from sensor.frozen import fast_init, picklable
 from sensor.protocols.errors import ParseError
 
 __all__ = [
@@ -448,3 +448,4 @@ def _label_text(label: bytes) -> str:
 
 
 picklable(DnsQuestion, DnsAnswer, DnsMessage)
+fast_init(DnsQuestion, DnsAnswer, DnsMessage)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from sensor.frozen import picklable
+from sensor.frozen import fast_init, picklable
 from sensor.protocols.errors import ParseError
 
 __all__ = [
@@ -371,3 +371,4 @@ def _skip_empty_line(data: bytes, pos: int) -> int:
 
 
 picklable(HttpRequest, HttpResponse)
+fast_init(HttpRequest, HttpResponse)

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from sensor.frozen import picklable
+from sensor.frozen import fast_init, picklable
 from sensor.protocols.errors import ParseError
 from sensor.protocols.ja4 import GREASE_VALUES, ja4_of
 
@@ -360,6 +360,7 @@ class _Progress:
     certificate_request: bool = False
     done: bool = False
     messages: int = 0
+    known_client_hello: ClientHello | None = None  # from a parse of a prefix of the stream
 
     def awaiting_server_hello(self) -> bool:
         return self.server_hello is not None and self.server_hello.hello_retry_request
@@ -376,15 +377,21 @@ class _Progress:
         )
 
 
-def parse_tls_stream(data: bytes) -> TlsStream | None:
+def parse_tls_stream(data: bytes, earlier: TlsStream | None = None) -> TlsStream | None:
     """Parse the in-order bytes of one direction from the start of a TCP stream.
 
     Returns None until the first handshake message is complete (or the stream ends its
     cleartext part), a TlsStream with what is complete so far otherwise. Raises ParseError
     when the bytes are not TLS.
+
+    ``earlier`` is this function's result for a prefix of ``data`` (the same stream before its
+    last segments arrived). Its ClientHello is taken instead of being parsed again: the first
+    ClientHello of both is the same bytes. The records are still walked and checked anew.
     """
     total = len(data)
     progress = _Progress()
+    if earlier is not None:
+        progress.known_client_hello = earlier.client_hello
     # Messages are parsed in place in `data` while they do not straddle records; `carry`
     # holds the start of one that does, and grows until the message is complete.
     carry = bytearray()
@@ -460,7 +467,9 @@ def _apply_message(
 ) -> None:
     if msg_type == HS_CLIENT_HELLO:
         if out.client_hello is None:
-            out.client_hello = parse_client_hello_body(bytes(buffer[start:end]), record_version)
+            out.client_hello = out.known_client_hello or parse_client_hello_body(
+                bytes(buffer[start:end]), record_version
+            )
     elif msg_type == HS_SERVER_HELLO:
         if out.server_hello is None or out.awaiting_server_hello():
             # A HelloRetryRequest is kept until the real ServerHello replaces it.
@@ -477,3 +486,4 @@ def _apply_message(
 
 
 picklable(ClientHello, ServerHello, TlsStream)
+fast_init(ClientHello, ServerHello, TlsStream)

@@ -594,6 +594,23 @@ def test_every_truncation_of_a_real_stream(index: int) -> None:
         assert not result.done or whole.done
 
 
+@pytest.mark.parametrize("index", range(len(REAL_STREAMS)))
+@pytest.mark.parametrize("segment", [1, 7, 536, 1460])
+def test_growing_stream_reuses_the_earlier_client_hello(index: int, segment: int) -> None:
+    """Parsed again as segments arrive, each time given the last result, as the inspector does:
+    every result equals a parse from scratch, and the ClientHello is parsed only once."""
+    data = REAL_STREAMS[index]
+    earlier: TlsStream | None = None
+    for end in range(segment, len(data) + segment, segment):
+        fresh = parse_tls_stream(data[:end])
+        result = parse_tls_stream(data[:end], earlier)
+        assert result == fresh
+        if earlier is not None and earlier.client_hello is not None:
+            assert result is not None
+            assert result.client_hello is earlier.client_hello
+        earlier = result or earlier
+
+
 def check_contract(data: bytes) -> None:
     try:
         result = parse_tls_stream(data)
