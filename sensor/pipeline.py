@@ -33,7 +33,6 @@ from sensor.records import CertCache, build_record
 log = logging.getLogger(__name__)
 
 ETHERTYPE_IPV4 = b"\x08\x00"
-ETH_IPV4_NO_OPTIONS = b"\x08\x00\x45"
 SEQ_MASK = 0xFFFFFFFF
 
 
@@ -180,8 +179,11 @@ class Engine:
                 try:
                     if (
                         linktype == 1
-                        and data[12:15] == ETH_IPV4_NO_OPTIONS
                         and len(data) >= 54
+                        # Single bytes, not a slice: no object made per packet.
+                        and data[12] == 0x08
+                        and data[13] == 0x00
+                        and data[14] == 0x45
                         and not data[20] & 0x3F
                         and not data[21]
                         and (proto := data[23]) in (PROTO_TCP, PROTO_UDP)

@@ -68,7 +68,6 @@ _HELLO_RETRY_RANDOM = bytes.fromhex(
     "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
 )
 _RECORD_HEADER: Final = struct.Struct(">BHH")  # content type, version, length
-_U16_PAIR: Final = struct.Struct(">HH")  # extension type and length
 _HELLO_FIXED = 2 + RANDOM_LENGTH  # legacy_version, random: then the session_id length byte
 
 
@@ -243,11 +242,12 @@ def parse_client_hello_body(body: bytes, record_version: int) -> ClientHello:
     groups: tuple[int, ...] = ()
     ext_types: list[int] = []
     pos = _extensions_start(body, pos, "ClientHello extensions")
-    unpack_header = _U16_PAIR.unpack_from
     while pos < end:  # bounded: each pass moves pos forward by at least 4
         if end - pos < 4:
             raise ParseError("ClientHello extensions: truncated extension header")
-        ext_type, length = unpack_header(body, pos)
+        # From single bytes: compiled, plain arithmetic (no tuple per extension).
+        ext_type = (body[pos] << 8) | body[pos + 1]
+        length = (body[pos + 2] << 8) | body[pos + 3]
         start = pos + 4
         pos = start + length
         if pos > end:
@@ -305,7 +305,8 @@ def parse_server_hello_body(body: bytes) -> ServerHello:
     while pos < end:  # bounded: each pass moves pos forward by at least 4
         if end - pos < 4:
             raise ParseError("ServerHello extensions: truncated extension header")
-        ext_type, length = _U16_PAIR.unpack_from(body, pos)
+        ext_type = (body[pos] << 8) | body[pos + 1]
+        length = (body[pos + 2] << 8) | body[pos + 3]
         start = pos + 4
         pos = start + length
         if pos > end:
