@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from collections import OrderedDict
 
-from sensor.communityid import community_id
 from sensor.flows.table import Flow, key_ports
 from sensor.model import DnsSummary, FlowRecord, HttpSummary, TlsSummary
 from sensor.protocols.dns import DnsMessage
@@ -50,7 +49,6 @@ def build_record(flow: Flow, reason: str, certs: CertCache) -> FlowRecord:
         src_port=sport,
         dest_ip=ip_text(dst),
         dest_port=dport,
-        community_id=community_id(flow.proto, src, dst, sport, dport),
         start_ns=flow.first,
         end_ns=flow.last,
         pkts_toserver=c2s.pkts,

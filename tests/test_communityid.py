@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import communityid
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sensor.capture.files import read_frames
 from sensor.communityid import community_id
+from sensor.flows.table import FlowSettings
+from sensor.model import FlowRecord
+from sensor.pipeline import Engine
 
 REFERENCE = communityid.CommunityID()
 v4 = st.ip_addresses(v=4)
@@ -34,3 +39,15 @@ def test_matches_reference(proto: int, addrs: tuple, sport: int, dport: int) -> 
     ours = community_id(proto, src.packed, dst.packed, sport, dport)
     assert ours == reference(proto, str(src), str(dst), sport, dport)
     assert ours == community_id(proto, dst.packed, src.packed, dport, sport)
+
+
+def test_flow_records_of_a_real_capture_carry_the_reference_hash() -> None:
+    """The record's hash (computed from its address text when asked) is the reference one."""
+    records: list[FlowRecord] = []
+    capture = Path(__file__).resolve().parents[1] / ".." / "shared" / "captures"
+    engine = Engine(FlowSettings(), records.append)
+    engine.run(read_frames(str(capture / "bg-ndpi-1kxun.pcap")))
+    engine.flush()
+    assert {r.proto for r in records} == {6, 17}
+    for r in records:
+        assert r.community_id == reference(r.proto, r.src_ip, r.dest_ip, r.src_port, r.dest_port)

@@ -102,10 +102,9 @@ TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",))
 
 
 @given(
-    src=TEXT,
+    src=st.ip_addresses().map(str),
     reason=TEXT,
     app=TEXT,
-    community=TEXT,
     sni=st.none() | TEXT,
     proto=st.sampled_from([6, 17, 1, 58]),
     flags=st.integers(0, 255),
@@ -117,7 +116,6 @@ def test_any_strings_and_numbers_are_written_as_json_dumps_writes_them(
     src: str,
     reason: str,
     app: str,
-    community: str,
     sni: str | None,
     proto: int,
     flags: int,
@@ -132,7 +130,6 @@ def test_any_strings_and_numbers_are_written_as_json_dumps_writes_them(
         src_ip=src,
         end_reason=reason,
         app_proto=app,
-        community_id=community,
         tcp_flags_ts=flags,
         start_ns=start,
         end_ns=start + length,

@@ -74,7 +74,7 @@ LEGACY_HELLO = next(
 def record(**fields: Any) -> FlowRecord:
     base: dict[str, Any] = dict(
         flow_id=1, proto=6, src_ip="10.0.0.5", src_port=50000, dest_ip="198.51.100.7",
-        dest_port=443, community_id="1:x", start_ns=1, end_ns=2, pkts_toserver=1,
+        dest_port=443, start_ns=1, end_ns=2, pkts_toserver=1,
         pkts_toclient=1, bytes_toserver=1, bytes_toclient=1, tcp_flags_ts=0x1B,
         tcp_flags_tc=0x1B, syn_seen=True, end_reason="closed", app_proto="unknown",
         first_speaker="client", client_head=b"", server_head=b"", client_first_size=0,

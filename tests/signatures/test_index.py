@@ -34,7 +34,7 @@ def build(
 def flow(**fields: Any) -> FlowRecord:
     base: dict[str, Any] = dict(
         flow_id=1, proto=6, src_ip="10.20.0.41", src_port=50000, dest_ip="203.0.113.9",
-        dest_port=443, community_id="1:x", start_ns=0, end_ns=1, pkts_toserver=3,
+        dest_port=443, start_ns=0, end_ns=1, pkts_toserver=3,
         pkts_toclient=3, bytes_toserver=300, bytes_toclient=300, tcp_flags_ts=0x1B,
         tcp_flags_tc=0x1B, syn_seen=True, end_reason="closed", app_proto="unknown",
         first_speaker="", client_head=b"", server_head=b"", client_first_size=0,
