@@ -86,27 +86,39 @@ class _FieldIndex:
         else:
             self.scan.append(entry)
 
-    def candidates(
-        self, values: Iterable[Any], field: str
-    ) -> Iterable[tuple[Signature, Condition]]:
+    def candidates(self, values: Iterable[Any], field: str) -> list[tuple[Signature, Condition]]:
+        # A list, not a generator: most flows find nothing, and an empty list costs least.
+        found: list[tuple[Signature, Condition]] = []
         for v in values:
-            yield from self.exact.get(v, ())
+            hit = self.exact.get(v)
+            if hit:
+                found.extend(hit)
             if isinstance(v, str):
                 if self.suffix:
                     for s in _label_suffixes(v):
-                        yield from self.suffix.get(s, ())
+                        hit = self.suffix.get(s)
+                        if hit:
+                            found.extend(hit)
                 for length, table in self.prefix.items():
-                    yield from table.get(v[:length], ())
+                    hit = table.get(v[:length])
+                    if hit:
+                        found.extend(hit)
                 if self.tail:
                     # "$" also matches before a final newline
                     end = v[:-1] if v.endswith("\n") else v
                     for length, tails in self.tail.items():
-                        yield from tails.get(end[-length:], ())
+                        hit = tails.get(end[-length:])
+                        if hit:
+                            found.extend(hit)
             elif isinstance(v, bytes):
                 for at, by_byte in self.byte_at.items():
                     if at < len(v):
-                        yield from by_byte.get(v[at], ())
-        yield from self.scan
+                        hit = by_byte.get(v[at])
+                        if hit:
+                            found.extend(hit)
+        if self.scan:
+            found.extend(self.scan)
+        return found
 
 
 def _part(field: str) -> str:
