@@ -98,6 +98,8 @@ def _certs(stream: object, cache: CertCache) -> tuple[CertSummary, ...]:
 
 
 def _dns_summary(flow: Flow) -> DnsSummary | None:
+    if not flow.dns:
+        return None  # most flows: nothing to build
     messages = [m for m in flow.dns if isinstance(m, DnsMessage)]
     if not messages:
         return None
@@ -114,6 +116,8 @@ def _dns_summary(flow: Flow) -> DnsSummary | None:
 
 
 def _http_summary(flow: Flow) -> HttpSummary | None:
+    if not flow.http_requests and flow.http_response is None:
+        return None  # most flows: nothing to build
     requests = tuple(r for r in flow.http_requests if isinstance(r, HttpRequest))
     response = flow.http_response if isinstance(flow.http_response, HttpResponse) else None
     if not requests and response is None:
