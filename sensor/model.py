@@ -77,7 +77,7 @@ class FlowRecord:
     @property
     def community_id(self) -> str:
         """The Community ID v1 flow hash. Computed when an output asks for it: most flows are
-        never written, and hashing every one took about 2 us a flow."""
+        never written, and hashing every one took about 2 µs a flow."""
         return community_id(
             self.proto, _packed(self.src_ip), _packed(self.dest_ip), self.src_port, self.dest_port
         )
