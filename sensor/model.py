@@ -14,6 +14,7 @@ from sensor.communityid import community_id
 from sensor.frozen import fast_init, picklable
 from sensor.protocols.dns import DnsAnswer, DnsQuestion
 from sensor.protocols.http import HttpRequest, HttpResponse
+from sensor.protocols.tls import ClientHello
 from sensor.protocols.x509 import CertSummary
 
 PROTO_NAMES = {6: "TCP", 17: "UDP"}
@@ -26,11 +27,16 @@ class TlsSummary:
     version: int | None  # negotiated, from the ServerHello
     alpn_offered: tuple[str, ...]
     alpn: str | None
-    ja4: str | None
+    client_hello: ClientHello | None  # None: the client's hello was not seen
     cipher_suite: int | None
     client_certificates: tuple[CertSummary, ...]
     server_certificates: tuple[CertSummary, ...]
     certificate_requested: bool
+
+    @property
+    def ja4(self) -> str | None:
+        """JA4 of the ClientHello, computed when an output or a signature reads it."""
+        return self.client_hello.ja4 if self.client_hello is not None else None
 
 
 @dataclass(frozen=True, slots=True)

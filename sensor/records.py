@@ -83,7 +83,7 @@ def _tls_summary(flow: Flow, certs: CertCache) -> TlsSummary | None:
         version=shello.version if shello else None,
         alpn_offered=hello.alpn if hello else (),
         alpn=shello.alpn if shello else None,
-        ja4=hello.ja4 if hello else None,
+        client_hello=hello,
         cipher_suite=shello.cipher_suite if shello else None,
         client_certificates=_certs(client, certs),
         server_certificates=_certs(server, certs),

@@ -82,8 +82,20 @@ class ClientHello:
     extensions: tuple[int, ...]
     signature_algorithms: tuple[int, ...]
     supported_groups: tuple[int, ...]
-    ja4: str
     alpn_raw: tuple[bytes, ...]  # ALPN names as sent; JA4 needs the raw bytes
+
+    @property
+    def ja4(self) -> str:
+        """The JA4 fingerprint, computed when asked: most flows' fingerprints are never read."""
+        return ja4_of(
+            "t",
+            self.legacy_version,
+            self.versions,
+            self.cipher_suites,
+            self.extensions,
+            self.signature_algorithms,
+            self.alpn_raw[0] if self.alpn_raw else b"",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,15 +289,6 @@ def parse_client_hello_body(body: bytes, record_version: int) -> ClientHello:
         extensions=extensions,
         signature_algorithms=sigalgs,
         supported_groups=groups,
-        ja4=ja4_of(
-            "t",
-            legacy_version,
-            versions,
-            cipher_suites,
-            extensions,
-            sigalgs,
-            alpn_raw[0] if alpn_raw else b"",
-        ),
         alpn_raw=alpn_raw,
     )
 

@@ -433,13 +433,13 @@ def _tls_values(r: FlowRecord, field: str) -> tuple[Any, ...]:
         return ()
     if field == "tls.sni":
         # "" stands for a ClientHello without SNI, so `absent` can tell it from no TLS at all.
-        if t.ja4 is None:
+        if t.client_hello is None:
             return ()
         return ((t.server_name or "").lower(),)
     if field == "tls.alpn":
         return t.alpn_offered
     if field == "tls.ja4":
-        return (t.ja4,) if t.ja4 else ()
+        return (t.client_hello.ja4,) if t.client_hello is not None else ()
     side, _, attr = field[4:].partition(".")
     certs = t.server_certificates if side == "server_cert" else t.client_certificates
     return tuple(v for c in certs if (v := c.subject if attr == "subject" else c.issuer))

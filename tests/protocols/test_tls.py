@@ -9,6 +9,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sensor.capture.files import read_frames
+from sensor.flows.table import FlowSettings
+from sensor.model import FlowRecord
+from sensor.pipeline import Engine
 from sensor.protocols.errors import ParseError
 from sensor.protocols.ja4 import ja4
 from sensor.protocols.tls import (
@@ -21,6 +25,7 @@ from sensor.protocols.tls import (
 )
 from sensor.protocols.x509 import summarize_certificate
 from tests.protocols.tlsbuild import (
+    CAPTURES,
     CHROME_CIPHERS,
     CHROME_SIGALGS,
     alpn_ext,
@@ -237,6 +242,18 @@ def test_foxio_reference_ja4_for_every_client_flow() -> None:
         assert hello.ja4 == FOXIO_OTHER_JA4.get(port, FOXIO_DEFAULT_JA4), port
     for port, name in FOXIO_SNI.items():
         assert got[port].server_name == name
+
+
+def test_foxio_reference_ja4_in_the_engine_flow_records() -> None:
+    """Through the whole engine, as the flow output and the signatures read it."""
+    records: list[FlowRecord] = []
+    engine = Engine(FlowSettings(), records.append)
+    engine.run(read_frames(str(CAPTURES / "bg-ja4-tls-handshake.pcapng")))
+    engine.flush()
+    got = {r.src_port: r.tls.ja4 for r in records if r.tls is not None and r.tls.ja4 is not None}
+    assert len(got) == 59
+    for port, ja4_text in got.items():
+        assert ja4_text == FOXIO_OTHER_JA4.get(port, FOXIO_DEFAULT_JA4), port
 
 
 # nDPI tests/cfgs/default/result/chrome.pcap.out (same capture as bg-ndpi-chrome.pcap).

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sensor.model import DnsSummary, FlowRecord, HttpSummary, TlsSummary
 from sensor.protocols.dns import DnsQuestion
 from sensor.protocols.http import HttpRequest, HttpResponse
+from sensor.protocols.tls import ClientHello
 from sensor.protocols.x509 import CertSummary
 from sensor.signatures.index import Decoded, Decoder, SignatureIndex
 from sensor.signatures.schema import load_tool_file
@@ -48,15 +49,26 @@ def cert(subject: str, issuer: str | None = None) -> CertSummary:
     return CertSummary(subject, issuer or subject, "01", None, None, "aa:bb", "aabb", None)
 
 
+def hello(*ciphers: int) -> ClientHello:
+    """A TLS 1.2 ClientHello offering ``ciphers`` (its JA4 differs with them)."""
+    return ClientHello(0x0301, 0x0303, (), None, (), ciphers, (0, 10, 11, 13, 16), (0x0401,),
+                       (23,), ())  # fmt: skip
+
+
+HELLO = hello(0xC02C, 0xC030)
+OTHER_HELLO = hello(0x1301)
+
+
 def tls(
     sni: str | None = None,
     *,
     alpn: tuple[str, ...] = (),
-    ja4: str | None = "t12d4605h1_85626a9a5f7f_aaf95bb78ec9",
+    client_hello: ClientHello | None = HELLO,
     server: tuple[CertSummary, ...] = (),
     client: tuple[CertSummary, ...] = (),
 ) -> TlsSummary:
-    return TlsSummary(sni, (0x0303,), 0x0303, alpn, None, ja4, 0xC02C, client, server, bool(client))
+    return TlsSummary(sni, (0x0303,), 0x0303, alpn, None, client_hello, 0xC02C, client, server,
+                      bool(client))  # fmt: skip
 
 
 def dns(*names: str) -> DnsSummary:
@@ -141,7 +153,7 @@ SNI_HOST = build(
         (flow(tls=tls("screenconnect.com.evil.test")), []),
         (flow(tls=tls("myscreenconnect.com")), []),
         (flow(tls=tls(None)), []),
-        (flow(tls=tls("acme.screenconnect.com", ja4=None)), []),  # no ClientHello seen
+        (flow(tls=tls("acme.screenconnect.com", client_hello=None)), []),  # no ClientHello seen
         (flow(http=http(request(host="download.anydesk.com:8080"))), ["demo-host"]),
         (flow(http=http(request(host="Download.AnyDesk.com"))), ["demo-host"]),
         (flow(http=http(request(host="notanydesk.com"))), []),
@@ -165,7 +177,7 @@ TEXT = build(
         "demo-ua-rx": "http.user_agent: {regex: '^Mozilla/.*AnyDesk'}",
         "demo-alpn": "tls.alpn: {prefix: anydesk/}",
         "demo-alpn-eq": "tls.alpn: {equals: h2}",
-        "demo-ja4": "tls.ja4: {equals: t12d4605h1_85626a9a5f7f_aaf95bb78ec9}",
+        "demo-ja4": f"tls.ja4: {{equals: {HELLO.ja4}}}",
     }
 )
 
@@ -184,11 +196,11 @@ TEXT = build(
         (flow(http=http(request(agent="Mozilla/5.0 anydesk"))), []),
         (flow(http=http(request(), server="ScreenConnect/23.9.8.8811")), ["demo-server"]),
         (flow(http=http(request(), server="Microsoft-IIS/10.0 ScreenConnect/1")), []),
-        (flow(tls=tls(alpn=("h2", "anydesk/7.1.0/windows"), ja4=None)),
+        (flow(tls=tls(alpn=("h2", "anydesk/7.1.0/windows"), client_hello=None)),
          ["demo-alpn", "demo-alpn-eq"]),
         (flow(tls=tls(alpn=("anydesk/7.1.0/windows",))), ["demo-alpn", "demo-ja4"]),
         (flow(tls=tls(alpn=("h2", "http/1.1"))), ["demo-alpn-eq", "demo-ja4"]),
-        (flow(tls=tls(alpn=("h2c",), ja4="t13d")), []),
+        (flow(tls=tls(alpn=("h2c",), client_hello=OTHER_HELLO)), []),
     ],
 )  # fmt: skip
 def test_text_fields(record: FlowRecord, expected: list[str]) -> None:
@@ -196,9 +208,9 @@ def test_text_fields(record: FlowRecord, expected: list[str]) -> None:
 
 
 def test_alpn_is_read_from_the_offer_even_without_ja4() -> None:
-    """ALPN values exist only with a ClientHello; ja4=None above stands for a parse without it."""
+    """ALPN values come from the offer even when the summary holds no ClientHello object."""
     index = build({"demo-alpn": "tls.alpn: {prefix: anydesk/}"})
-    got = index.match(flow(tls=tls(alpn=("h2", "anydesk/7.1.0/windows"), ja4=None)))
+    got = index.match(flow(tls=tls(alpn=("h2", "anydesk/7.1.0/windows"), client_hello=None)))
     assert [(m.field, m.value) for m in got] == [("tls.alpn", "anydesk/7.1.0/windows")]
 
 
@@ -411,7 +423,7 @@ CLIENT = (cert("CN=AnyDesk Client"),)
     [
         (flow(tls=tls(None, client=CLIENT)), ["demo-client-cert"]),
         (flow(tls=tls("relay.example", client=CLIENT)), []),
-        (flow(tls=tls(None, client=CLIENT, ja4=None)), []),  # no ClientHello: unknown, not absent
+        (flow(tls=tls(None, client=CLIENT, client_hello=None)), []),  # unknown, not absent
         (flow(tls=tls(None)), []),
         (flow(), []),
     ],
