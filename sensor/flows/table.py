@@ -68,7 +68,7 @@ class Direction:
     # flows are then freed at once by reference counting, not by a full garbage collection.
     __deletable__ = ("flow",)
 
-    def __init__(self, flow: Flow, is_client: bool, ts: int, tcp: bool) -> None:
+    def __init__(self, flow: Flow, is_client: bool, ts: int) -> None:
         self.flow = flow
         self.is_client = is_client
         self.pkts = 0
@@ -77,7 +77,7 @@ class Direction:
         self.last = ts
         self.inspect = True
         # In-order TCP bytes; a UDP direction hands each datagram to the parsers as it comes.
-        self.buf: bytearray | None = bytearray() if tcp else None
+        self.buf: bytearray | None = bytearray() if flow.proto == PROTO_TCP else None
         self.next_seq = -1  # unknown until a SYN or the first data segment
         self.pending: dict[int, bytes] | None = None
         self.gap = False
@@ -114,9 +114,8 @@ class Flow:
         self.proto = proto
         self.key = key
         self.first = ts
-        tcp = proto == PROTO_TCP
-        self.c2s = Direction(self, True, ts, tcp)
-        self.s2c = Direction(self, False, ts, tcp)
+        self.c2s = Direction(self, True, ts)
+        self.s2c = Direction(self, False, ts)
         self.closed = False
         self.ended = False
         self.syn_seen = False

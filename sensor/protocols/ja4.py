@@ -36,6 +36,7 @@ _VERSION_CODES: Final = MappingProxyType(
     }
 )
 _TRANSPORTS = frozenset({"t", "q", "d"})
+_NOT_HASHED: Final = frozenset({EXT_SERVER_NAME, EXT_ALPN, *GREASE_VALUES})
 
 
 class Ja4Input(Protocol):
@@ -98,28 +99,13 @@ def ja4_of(
 ) -> str:
     """JA4 from the fields themselves (``ja4`` without a hello object; no transport check)."""
     grease = GREASE_VALUES
-    ciphers = [c for c in cipher_suites if c not in grease]
-    ciphers.sort()
-    # One pass over the extensions: SNI and ALPN are counted in part a but not hashed, which
-    # keeps part c stable per client.
-    hashed_exts: list[int] = []
-    unhashed = 0
-    sni = "i"
-    for e in extensions:
-        if e == EXT_SERVER_NAME:
-            sni = "d"
-            unhashed += 1
-        elif e == EXT_ALPN:
-            unhashed += 1
-        elif e not in grease:
-            hashed_exts.append(e)
-    hashed_exts.sort()
-    version = legacy_version
-    offered = False
-    for v in versions:
-        if v not in grease and (not offered or v > version):
-            version = v
-            offered = True
+    ciphers = sorted([c for c in cipher_suites if c not in grease])
+    # SNI and ALPN are counted in part a but not hashed: that keeps part c stable per client.
+    hashed_exts = sorted([e for e in extensions if e not in _NOT_HASHED])
+    ext_count = len(hashed_exts) + extensions.count(EXT_SERVER_NAME) + extensions.count(EXT_ALPN)
+    sni = "d" if EXT_SERVER_NAME in extensions else "i"
+    offered = [v for v in versions if v not in grease]
+    version = max(offered) if offered else legacy_version
     if hashed_exts:
         ext_text = _hex_list(hashed_exts)
         sigalgs = [s for s in signature_algorithms if s not in grease]
@@ -128,27 +114,11 @@ def ja4_of(
         ext_hash = _hash12(ext_text)
     else:
         ext_hash = _EMPTY_HASH
-    return "".join(
-        (
-            transport,
-            _VERSION_CODES.get(version, "00"),
-            sni,
-            _two_digits(len(ciphers)),
-            _two_digits(len(hashed_exts) + unhashed),
-            alpn_chars(first_alpn),
-            "_",
-            _hash12(_hex_list(ciphers)),
-            "_",
-            ext_hash,
-        )
+    return (
+        f"{transport}{_VERSION_CODES.get(version, '00')}{sni}"
+        f"{min(len(ciphers), 99):02d}{min(ext_count, 99):02d}{alpn_chars(first_alpn)}"
+        f"_{_hash12(_hex_list(ciphers))}_{ext_hash}"
     )
-
-
-def _two_digits(n: int) -> str:
-    """A count as two digits, capped at 99."""
-    if n > 99:
-        return "99"
-    return str(n) if n > 9 else "0" + str(n)
 
 
 def _hex_list(values: list[int]) -> str:

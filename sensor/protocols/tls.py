@@ -16,7 +16,8 @@ from typing import Final
 
 from sensor.frozen import fast_init, picklable
 from sensor.protocols.errors import ParseError
-from sensor.protocols.ja4 import GREASE_VALUES, ja4_of
+from sensor.protocols.ja4 import GREASE_VALUES
+from sensor.protocols.ja4 import ja4 as client_ja4
 
 CT_CHANGE_CIPHER_SPEC = 20
 CT_ALERT = 21
@@ -87,15 +88,7 @@ class ClientHello:
     @property
     def ja4(self) -> str:
         """The JA4 fingerprint, computed when asked: most flows' fingerprints are never read."""
-        return ja4_of(
-            "t",
-            self.legacy_version,
-            self.versions,
-            self.cipher_suites,
-            self.extensions,
-            self.signature_algorithms,
-            self.alpn_raw[0] if self.alpn_raw else b"",
-        )
+        return client_ja4(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,34 +90,23 @@ class _FieldIndex:
         # A list, not a generator: most flows find nothing, and an empty list costs least.
         found: list[tuple[Signature, Condition]] = []
         for v in values:
-            hit = self.exact.get(v)
-            if hit:
-                found.extend(hit)
+            found.extend(self.exact.get(v, ()))
             if isinstance(v, str):
                 if self.suffix:
                     for s in _label_suffixes(v):
-                        hit = self.suffix.get(s)
-                        if hit:
-                            found.extend(hit)
+                        found.extend(self.suffix.get(s, ()))
                 for length, table in self.prefix.items():
-                    hit = table.get(v[:length])
-                    if hit:
-                        found.extend(hit)
+                    found.extend(table.get(v[:length], ()))
                 if self.tail:
                     # "$" also matches before a final newline
                     end = v[:-1] if v.endswith("\n") else v
                     for length, tails in self.tail.items():
-                        hit = tails.get(end[-length:])
-                        if hit:
-                            found.extend(hit)
+                        found.extend(tails.get(end[-length:], ()))
             elif isinstance(v, bytes):
                 for at, by_byte in self.byte_at.items():
                     if at < len(v):
-                        hit = by_byte.get(v[at])
-                        if hit:
-                            found.extend(hit)
-        if self.scan:
-            found.extend(self.scan)
+                        found.extend(by_byte.get(v[at], ()))
+        found.extend(self.scan)
         return found
 
 
