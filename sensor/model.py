@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass, field
 
 from sensor.communityid import community_id
-from sensor.frozen import fast_init, picklable
+from sensor.frozen import picklable
 from sensor.protocols.dns import DnsAnswer, DnsQuestion
 from sensor.protocols.http import HttpRequest, HttpResponse
 from sensor.protocols.tls import ClientHello
@@ -20,7 +20,7 @@ from sensor.protocols.x509 import CertSummary
 PROTO_NAMES = {6: "TCP", 17: "UDP"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TlsSummary:
     server_name: str | None
     client_versions: tuple[int, ...]
@@ -33,26 +33,67 @@ class TlsSummary:
     server_certificates: tuple[CertSummary, ...]
     certificate_requested: bool
 
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(
+        self,
+        server_name: str | None,
+        client_versions: tuple[int, ...],
+        version: int | None,
+        alpn_offered: tuple[str, ...],
+        alpn: str | None,
+        client_hello: ClientHello | None,
+        cipher_suite: int | None,
+        client_certificates: tuple[CertSummary, ...],
+        server_certificates: tuple[CertSummary, ...],
+        certificate_requested: bool,
+    ) -> None:
+        object.__setattr__(self, "server_name", server_name)
+        object.__setattr__(self, "client_versions", client_versions)
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "alpn_offered", alpn_offered)
+        object.__setattr__(self, "alpn", alpn)
+        object.__setattr__(self, "client_hello", client_hello)
+        object.__setattr__(self, "cipher_suite", cipher_suite)
+        object.__setattr__(self, "client_certificates", client_certificates)
+        object.__setattr__(self, "server_certificates", server_certificates)
+        object.__setattr__(self, "certificate_requested", certificate_requested)
+
     @property
     def ja4(self) -> str | None:
         """JA4 of the ClientHello, computed when an output or a signature reads it."""
         return self.client_hello.ja4 if self.client_hello is not None else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class DnsSummary:
     queries: tuple[DnsQuestion, ...]
     answers: tuple[DnsAnswer, ...]
     rcodes: tuple[int, ...]
 
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(
+        self,
+        queries: tuple[DnsQuestion, ...],
+        answers: tuple[DnsAnswer, ...],
+        rcodes: tuple[int, ...],
+    ) -> None:
+        object.__setattr__(self, "queries", queries)
+        object.__setattr__(self, "answers", answers)
+        object.__setattr__(self, "rcodes", rcodes)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class HttpSummary:
     requests: tuple[HttpRequest, ...]
     response: HttpResponse | None
 
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(self, requests: tuple[HttpRequest, ...], response: HttpResponse | None) -> None:
+        object.__setattr__(self, "requests", requests)
+        object.__setattr__(self, "response", response)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class FlowRecord:
     flow_id: int
     proto: int
@@ -79,6 +120,61 @@ class FlowRecord:
     tls: TlsSummary | None = None
     dns: DnsSummary | None = None
     http: HttpSummary | None = None
+
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(
+        self,
+        flow_id: int,
+        proto: int,
+        src_ip: str,
+        src_port: int,
+        dest_ip: str,
+        dest_port: int,
+        start_ns: int,
+        end_ns: int,
+        pkts_toserver: int,
+        pkts_toclient: int,
+        bytes_toserver: int,
+        bytes_toclient: int,
+        tcp_flags_ts: int,
+        tcp_flags_tc: int,
+        syn_seen: bool,
+        end_reason: str,
+        app_proto: str,
+        first_speaker: str,
+        client_head: bytes,
+        server_head: bytes,
+        client_first_size: int,
+        server_first_size: int,
+        tls: TlsSummary | None = None,
+        dns: DnsSummary | None = None,
+        http: HttpSummary | None = None,
+    ) -> None:
+        object.__setattr__(self, "flow_id", flow_id)
+        object.__setattr__(self, "proto", proto)
+        object.__setattr__(self, "src_ip", src_ip)
+        object.__setattr__(self, "src_port", src_port)
+        object.__setattr__(self, "dest_ip", dest_ip)
+        object.__setattr__(self, "dest_port", dest_port)
+        object.__setattr__(self, "start_ns", start_ns)
+        object.__setattr__(self, "end_ns", end_ns)
+        object.__setattr__(self, "pkts_toserver", pkts_toserver)
+        object.__setattr__(self, "pkts_toclient", pkts_toclient)
+        object.__setattr__(self, "bytes_toserver", bytes_toserver)
+        object.__setattr__(self, "bytes_toclient", bytes_toclient)
+        object.__setattr__(self, "tcp_flags_ts", tcp_flags_ts)
+        object.__setattr__(self, "tcp_flags_tc", tcp_flags_tc)
+        object.__setattr__(self, "syn_seen", syn_seen)
+        object.__setattr__(self, "end_reason", end_reason)
+        object.__setattr__(self, "app_proto", app_proto)
+        object.__setattr__(self, "first_speaker", first_speaker)
+        object.__setattr__(self, "client_head", client_head)
+        object.__setattr__(self, "server_head", server_head)
+        object.__setattr__(self, "client_first_size", client_first_size)
+        object.__setattr__(self, "server_first_size", server_first_size)
+        object.__setattr__(self, "tls", tls)
+        object.__setattr__(self, "dns", dns)
+        object.__setattr__(self, "http", http)
 
     @property
     def community_id(self) -> str:
@@ -188,4 +284,3 @@ def flow_session(
 
 
 picklable(TlsSummary, DnsSummary, HttpSummary, FlowRecord, Evidence, Session, Alert)
-fast_init(TlsSummary, DnsSummary, HttpSummary, FlowRecord)

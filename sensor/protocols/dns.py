@@ -30,7 +30,7 @@ from socket import AF_INET, AF_INET6, inet_ntop
 from types import MappingProxyType
 from typing import Final
 
-from sensor.frozen import fast_init, picklable
+from sensor.frozen import picklable
 from sensor.protocols.errors import ParseError
 
 __all__ = [
@@ -121,21 +121,33 @@ RRTYPE_NAMES: Final = MappingProxyType(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class DnsQuestion:
     name: str
     rrtype: int
 
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(self, name: str, rrtype: int) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "rrtype", rrtype)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class DnsAnswer:
     name: str
     rrtype: int
     ttl: int
     data: str | None  # address text for A/AAAA, target name for CNAME/NS/PTR, else None
 
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(self, name: str, rrtype: int, ttl: int, data: str | None) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "rrtype", rrtype)
+        object.__setattr__(self, "ttl", ttl)
+        object.__setattr__(self, "data", data)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class DnsMessage:
     id: int
     is_response: bool
@@ -143,6 +155,23 @@ class DnsMessage:
     rcode: int
     questions: tuple[DnsQuestion, ...]
     answers: tuple[DnsAnswer, ...]
+
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(
+        self,
+        id: int,
+        is_response: bool,
+        opcode: int,
+        rcode: int,
+        questions: tuple[DnsQuestion, ...],
+        answers: tuple[DnsAnswer, ...],
+    ) -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "is_response", is_response)
+        object.__setattr__(self, "opcode", opcode)
+        object.__setattr__(self, "rcode", rcode)
+        object.__setattr__(self, "questions", questions)
+        object.__setattr__(self, "answers", answers)
 
 
 def rrtype_name(t: int) -> str:
@@ -448,4 +477,3 @@ def _label_text(label: bytes) -> str:
 
 
 picklable(DnsQuestion, DnsAnswer, DnsMessage)
-fast_init(DnsQuestion, DnsAnswer, DnsMessage)

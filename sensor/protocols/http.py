@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from sensor.frozen import fast_init, picklable
+from sensor.frozen import picklable
 from sensor.protocols.errors import ParseError
 
 __all__ = [
@@ -95,7 +95,7 @@ _KEPT_FIELDS: Final = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class HttpRequest:
     method: str
     target: str  # the request-target as sent, e.g. "/Bin/x.exe?h=a&p=1"
@@ -107,8 +107,31 @@ class HttpRequest:
     head_length: int  # bytes up to and including the blank line
     transfer_encoding: str | None = None
 
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        host: str | None,
+        user_agent: str | None,
+        content_type: str | None,
+        content_length: int | None,
+        head_length: int,
+        transfer_encoding: str | None = None,
+    ) -> None:
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "user_agent", user_agent)
+        object.__setattr__(self, "content_type", content_type)
+        object.__setattr__(self, "content_length", content_length)
+        object.__setattr__(self, "head_length", head_length)
+        object.__setattr__(self, "transfer_encoding", transfer_encoding)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class HttpResponse:
     version: str
     status: int
@@ -119,6 +142,29 @@ class HttpResponse:
     location: str | None
     head_length: int
     transfer_encoding: str | None = None
+
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(
+        self,
+        version: str,
+        status: int,
+        reason: str,
+        server: str | None,
+        content_type: str | None,
+        content_length: int | None,
+        location: str | None,
+        head_length: int,
+        transfer_encoding: str | None = None,
+    ) -> None:
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "server", server)
+        object.__setattr__(self, "content_type", content_type)
+        object.__setattr__(self, "content_length", content_length)
+        object.__setattr__(self, "location", location)
+        object.__setattr__(self, "head_length", head_length)
+        object.__setattr__(self, "transfer_encoding", transfer_encoding)
 
 
 def looks_like_http_request(data: bytes) -> bool:
@@ -371,4 +417,3 @@ def _skip_empty_line(data: bytes, pos: int) -> int:
 
 
 picklable(HttpRequest, HttpResponse)
-fast_init(HttpRequest, HttpResponse)

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from sensor.frozen import fast_init, picklable
+from sensor.frozen import picklable
 from sensor.protocols.errors import ParseError
 from sensor.protocols.ja4 import GREASE_VALUES
 from sensor.protocols.ja4 import ja4 as client_ja4
@@ -72,7 +72,7 @@ _RECORD_HEADER: Final = struct.Struct(">BHH")  # content type, version, length
 _HELLO_FIXED = 2 + RANDOM_LENGTH  # legacy_version, random: then the session_id length byte
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ClientHello:
     record_version: int
     legacy_version: int
@@ -85,13 +85,38 @@ class ClientHello:
     supported_groups: tuple[int, ...]
     alpn_raw: tuple[bytes, ...]  # ALPN names as sent; JA4 needs the raw bytes
 
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(
+        self,
+        record_version: int,
+        legacy_version: int,
+        versions: tuple[int, ...],
+        server_name: str | None,
+        alpn: tuple[str, ...],
+        cipher_suites: tuple[int, ...],
+        extensions: tuple[int, ...],
+        signature_algorithms: tuple[int, ...],
+        supported_groups: tuple[int, ...],
+        alpn_raw: tuple[bytes, ...],
+    ) -> None:
+        object.__setattr__(self, "record_version", record_version)
+        object.__setattr__(self, "legacy_version", legacy_version)
+        object.__setattr__(self, "versions", versions)
+        object.__setattr__(self, "server_name", server_name)
+        object.__setattr__(self, "alpn", alpn)
+        object.__setattr__(self, "cipher_suites", cipher_suites)
+        object.__setattr__(self, "extensions", extensions)
+        object.__setattr__(self, "signature_algorithms", signature_algorithms)
+        object.__setattr__(self, "supported_groups", supported_groups)
+        object.__setattr__(self, "alpn_raw", alpn_raw)
+
     @property
     def ja4(self) -> str:
         """The JA4 fingerprint, computed when asked: most flows' fingerprints are never read."""
         return client_ja4(self)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ServerHello:
     legacy_version: int
     version: int
@@ -100,8 +125,25 @@ class ServerHello:
     alpn: str | None
     hello_retry_request: bool
 
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(
+        self,
+        legacy_version: int,
+        version: int,
+        cipher_suite: int,
+        extensions: tuple[int, ...],
+        alpn: str | None,
+        hello_retry_request: bool,
+    ) -> None:
+        object.__setattr__(self, "legacy_version", legacy_version)
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "cipher_suite", cipher_suite)
+        object.__setattr__(self, "extensions", extensions)
+        object.__setattr__(self, "alpn", alpn)
+        object.__setattr__(self, "hello_retry_request", hello_retry_request)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class TlsStream:
     """What the cleartext handshake of ONE direction of a TCP stream showed."""
 
@@ -110,6 +152,21 @@ class TlsStream:
     certificates: tuple[bytes, ...]
     certificate_request: bool
     done: bool
+
+    # Written out to be compiled (see sensor.frozen); the fields above are the schema.
+    def __init__(
+        self,
+        client_hello: ClientHello | None,
+        server_hello: ServerHello | None,
+        certificates: tuple[bytes, ...],
+        certificate_request: bool,
+        done: bool,
+    ) -> None:
+        object.__setattr__(self, "client_hello", client_hello)
+        object.__setattr__(self, "server_hello", server_hello)
+        object.__setattr__(self, "certificates", certificates)
+        object.__setattr__(self, "certificate_request", certificate_request)
+        object.__setattr__(self, "done", done)
 
 
 def looks_like_tls(data: bytes) -> bool:
@@ -347,17 +404,20 @@ def parse_certificate_body(body: bytes) -> tuple[bytes, ...]:
     return tuple(certs)
 
 
-@dataclass(slots=True)
 class _Progress:
-    """Mutable state of one parse call (local to it, never shared)."""
+    """Mutable state of one parse call (local to it, never shared).
 
-    client_hello: ClientHello | None = None
-    server_hello: ServerHello | None = None
-    certificates: tuple[bytes, ...] | None = None
-    certificate_request: bool = False
-    done: bool = False
-    messages: int = 0
-    known_client_hello: ClientHello | None = None  # from a parse of a prefix of the stream
+    A plain class: its ``__init__`` is compiled (a dataclass's generated one is interpreted).
+    """
+
+    def __init__(self) -> None:
+        self.client_hello: ClientHello | None = None
+        self.server_hello: ServerHello | None = None
+        self.certificates: tuple[bytes, ...] | None = None
+        self.certificate_request = False
+        self.done = False
+        self.messages = 0
+        self.known_client_hello: ClientHello | None = None  # from a parse of a prefix
 
     def awaiting_server_hello(self) -> bool:
         return self.server_hello is not None and self.server_hello.hello_retry_request
@@ -483,4 +543,3 @@ def _apply_message(
 
 
 picklable(ClientHello, ServerHello, TlsStream)
-fast_init(ClientHello, ServerHello, TlsStream)
