@@ -22,7 +22,7 @@ import dataclasses
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from sensor.alerts.stage import AlertStage
 from sensor.capture.files import Frame
@@ -38,11 +38,11 @@ from sensor.rules.chains import ChainTracker
 from sensor.rules.exploits import Exploit, ExploitDetector, exploit_session
 from sensor.rules.inventory import Inventory
 
-MAX_EARLY = 1_000_000  # flow ids remembered between early and final session records
-NS = 1_000_000_000
-RULE_OUTDATED = "outdated_rmm_server"
-RULE_CHAIN = "rmm_chain"
-RULE_EXPLOIT = "rmm_exploit_attempt"
+MAX_EARLY: Final = 1_000_000  # flow ids remembered between early and final session records
+NS: Final = 1_000_000_000
+RULE_OUTDATED: Final = "outdated_rmm_server"
+RULE_CHAIN: Final = "rmm_chain"
+RULE_EXPLOIT: Final = "rmm_exploit_attempt"
 
 
 class Sink(Protocol):

@@ -8,15 +8,16 @@ direction are only counted.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from sensor.flows.table import Direction, Flow, FlowSettings, key_ports
 from sensor.protocols import dns, http, tls
 from sensor.protocols.errors import ParseError
 
-DNS_PORTS = frozenset((53, 5353, 5355))
-MAX_DNS_MESSAGES = 32
-MAX_UDP_INSPECTED = 4  # datagrams per direction kept for non-DNS UDP
-MAX_REQUESTS = 32  # HTTP request heads kept per connection
+DNS_PORTS: Final = frozenset((53, 5353, 5355))
+MAX_DNS_MESSAGES: Final = 32
+MAX_UDP_INSPECTED: Final = 4  # datagrams per direction kept for non-DNS UDP
+MAX_REQUESTS: Final = 32  # HTTP request heads kept per connection
 
 DnsHook = Callable[[int, bytes, dns.DnsMessage], None]  # packet time, client address, message
 

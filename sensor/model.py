@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from typing import Final
 
 from sensor.communityid import community_id
 from sensor.frozen import picklable
@@ -17,7 +18,7 @@ from sensor.protocols.http import HttpRequest, HttpResponse
 from sensor.protocols.tls import ClientHello
 from sensor.protocols.x509 import CertSummary
 
-PROTO_NAMES = {6: "TCP", 17: "UDP"}
+PROTO_NAMES: Final = {6: "TCP", 17: "UDP"}
 
 
 @dataclass(frozen=True, slots=True, init=False)

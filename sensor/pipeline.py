@@ -19,6 +19,7 @@ import gc
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from sensor.capture.formats import Frame
 from sensor.decode.inet import PROTO_TCP, PROTO_UDP, decode_transport
@@ -32,8 +33,8 @@ from sensor.records import CertCache, build_record
 
 log = logging.getLogger(__name__)
 
-ETHERTYPE_IPV4 = b"\x08\x00"
-SEQ_MASK = 0xFFFFFFFF
+ETHERTYPE_IPV4: Final = b"\x08\x00"
+SEQ_MASK: Final = 0xFFFFFFFF
 
 
 def settle_collector() -> None:

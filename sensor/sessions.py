@@ -8,12 +8,15 @@ DNS look-ups). A session is emitted once no flow has joined it for ``gap`` of pa
 from __future__ import annotations
 
 import dataclasses
+from typing import Final
 
 from sensor.model import Session
 from sensor.signatures.schema import CONFIDENCE_RANK
 
-NS = 1_000_000_000
-MAX_FLOW_IDS = 64  # a session keeps at most this many flow ids (the count is in its evidence)
+NS: Final = 1_000_000_000
+MAX_FLOW_IDS: Final = (
+    64  # a session keeps at most this many flow ids (the count is in its evidence)
+)
 
 SessionKey = tuple[str, str, str, str, int, str]
 

@@ -9,11 +9,12 @@ is computed with integers here, for every year.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Final
 
-NS = 1_000_000_000
-_S_PER_DAY = 86_400
-_EPOCH_DAY = dt.date(1970, 1, 1).toordinal()
-_TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
+NS: Final = 1_000_000_000
+_S_PER_DAY: Final = 86_400
+_EPOCH_DAY: Final = dt.date(1970, 1, 1).toordinal()
+_TWO_DIGITS: Final = tuple(f"{n:02d}" for n in range(100))
 
 
 def civil_date(days: int) -> tuple[int, int, int]:

@@ -14,6 +14,7 @@ import io
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from typing import Final
 
 from mypy_extensions import i64
 
@@ -24,19 +25,19 @@ Frame = tuple[int, int, bytes, int]
 # Small enough that the allocator reuses each chunk's memory: at 1 MiB every chunk (and the
 # leftover joined to it) was fresh memory from the kernel, and its page faults cost a third of the
 # reader's time.
-CHUNK = 1 << 16
+CHUNK: Final = 1 << 16
 # Larger than any real snap length (262144 is libpcap's maximum); a bigger record is corruption.
-MAX_RECORD = 1 << 20
-MAX_BLOCK = 1 << 24
+MAX_RECORD: Final = 1 << 20
+MAX_BLOCK: Final = 1 << 24
 
-PCAP_MAGICS = {
+PCAP_MAGICS: Final = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # little-endian, microseconds
     b"\xa1\xb2\xc3\xd4": (">", 1000),
     b"\x4d\x3c\xb2\xa1": ("<", 1),  # little-endian, nanoseconds
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
-PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-GZIP_MAGIC = b"\x1f\x8b"
+PCAPNG_SHB: Final = b"\x0a\x0d\x0d\x0a"
+GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 class CaptureError(Exception):

@@ -7,16 +7,18 @@ The flow key is the raw bytes ``src_addr + dst_addr + src_port + dst_port`` (12 
 
 from __future__ import annotations
 
+from typing import Final
+
 from sensor.decode.link import ETH_IPV4, ETH_IPV6, DecodeError
 
-PROTO_TCP = 6
-PROTO_UDP = 17
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
 
 # IPv6 extension headers that can be skipped with the generic (len + 1) * 8 rule.
-_IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140))
-_IPV6_FRAGMENT = 44
-_IPV6_AH = 51
-_MAX_EXT_HEADERS = 8
+_IPV6_EXT: Final = frozenset((0, 43, 60, 135, 139, 140))
+_IPV6_FRAGMENT: Final = 44
+_IPV6_AH: Final = 51
+_MAX_EXT_HEADERS: Final = 8
 
 # (proto, key, l4_offset, payload_offset, payload_end, truncated)
 Transport = tuple[int, bytes, int, int, int, bool]

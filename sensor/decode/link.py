@@ -6,27 +6,29 @@ checks that case inline), so it stays a flat chain of byte comparisons.
 
 from __future__ import annotations
 
-ETH_IPV4 = 0x0800
-ETH_IPV6 = 0x86DD
+from typing import Final
 
-LINKTYPE_NULL = 0
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW_ALT1 = 12  # DLT_RAW on some BSDs
-LINKTYPE_RAW_ALT2 = 14
-LINKTYPE_RAW = 101
-LINKTYPE_LOOP = 108
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-LINKTYPE_LINUX_SLL2 = 276
+ETH_IPV4: Final = 0x0800
+ETH_IPV6: Final = 0x86DD
 
-VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
-PPPOE_SESSION = 0x8864
-MAX_VLAN_TAGS = 4
+LINKTYPE_NULL: Final = 0
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW_ALT1: Final = 12  # DLT_RAW on some BSDs
+LINKTYPE_RAW_ALT2: Final = 14
+LINKTYPE_RAW: Final = 101
+LINKTYPE_LOOP: Final = 108
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
+LINKTYPE_LINUX_SLL2: Final = 276
+
+VLAN_TYPES: Final = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+PPPOE_SESSION: Final = 0x8864
+MAX_VLAN_TAGS: Final = 4
 
 # BSD loopback address families: AF_INET is 2 everywhere; AF_INET6 differs by OS.
-NULL_INET = frozenset((2,))
-NULL_INET6 = frozenset((10, 24, 28, 30))
+NULL_INET: Final = frozenset((2,))
+NULL_INET6: Final = frozenset((10, 24, 28, 30))
 
 
 class DecodeError(Exception):

@@ -6,11 +6,13 @@ Discovery layout (protocols.md §2.5, big-endian): magic 3E D1, type 01, AnyDesk
 
 from __future__ import annotations
 
+from typing import Final
+
 from sensor.model import FlowRecord
 from sensor.signatures.index import Decoded
 
-DISCOVERY_MAGIC = b"\x3e\xd1"
-MAX_NAME = 256
+DISCOVERY_MAGIC: Final = b"\x3e\xd1"
+MAX_NAME: Final = 256
 
 
 def _text(raw: bytes) -> str:

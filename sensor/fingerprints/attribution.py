@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Final
 
 from sensor.frozen import picklable
 
-NS = 1_000_000_000
+NS: Final = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
+from typing import Final
 
 from sensor.addresses import Network, in_networks, strip_port
 from sensor.config import DEFAULT_INTERNAL
@@ -14,7 +15,7 @@ from sensor.signatures.index import Decoded, Match, SignatureIndex
 from sensor.signatures.schema import CONFIDENCE_RANK, Signature
 
 A, AAAA, CNAME = 1, 28, 5
-PORT_ONLY_FIELDS = frozenset(("dest_port", "proto", "first_speaker", "first_size.client",
+PORT_ONLY_FIELDS: Final = frozenset(("dest_port", "proto", "first_speaker", "first_size.client",
                               "first_size.server", "boundary"))  # fmt: skip
 
 

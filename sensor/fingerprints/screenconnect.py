@@ -13,17 +13,18 @@ import base64
 import binascii
 import hashlib
 import re
+from typing import Final
 from urllib.parse import parse_qs
 
 from sensor.model import FlowRecord
 from sensor.signatures.index import Decoded
 
-LEGACY_TOKEN = b"\x73\x10" + b"\x00" * 16
-LEGACY_MAX_OFFSET = 10
-MAX_HOST = 255
-VERSION_RE = re.compile(r"ScreenConnect/([0-9][0-9A-Za-z.\-]*)")
-RELAY_RE = re.compile(r"^instance-[a-z0-9]+-relay\.screenconnect\.com$")
-TENANT_RE = re.compile(r"^([a-z0-9-]+)\.screenconnect\.com$")
+LEGACY_TOKEN: Final = b"\x73\x10" + b"\x00" * 16
+LEGACY_MAX_OFFSET: Final = 10
+MAX_HOST: Final = 255
+VERSION_RE: Final = re.compile(r"ScreenConnect/([0-9][0-9A-Za-z.\-]*)")
+RELAY_RE: Final = re.compile(r"^instance-[a-z0-9]+-relay\.screenconnect\.com$")
+TENANT_RE: Final = re.compile(r"^([a-z0-9-]+)\.screenconnect\.com$")
 
 
 def relay_m3(record: FlowRecord) -> Decoded | None:

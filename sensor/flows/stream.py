@@ -8,10 +8,12 @@ inspection of that direction instead of gluing unrelated bytes together.
 
 from __future__ import annotations
 
+from typing import Final
+
 from sensor.flows.table import Direction
 
-SEQ_MASK = 0xFFFFFFFF
-MAX_PENDING = 16
+SEQ_MASK: Final = 0xFFFFFFFF
+MAX_PENDING: Final = 16
 
 
 def seq_diff(a: int, b: int) -> int:

@@ -13,19 +13,20 @@ import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from sensor.decode.inet import PROTO_TCP
 from sensor.frozen import picklable
 
-NS = 1_000_000_000
+NS: Final = 1_000_000_000
 
-TCP_SYN = 0x02
-TCP_ACK = 0x10
-TCP_FIN = 0x01
-TCP_RST = 0x04
+TCP_SYN: Final = 0x02
+TCP_ACK: Final = 0x10
+TCP_FIN: Final = 0x01
+TCP_RST: Final = 0x04
 
 # Ports that identify the server side when the handshake was not captured.
-SERVICE_PORTS = frozenset(
+SERVICE_PORTS: Final = frozenset(
     (
         21, 22, 23, 25, 53, 80, 88, 110, 123, 135, 137, 138, 139, 143, 161, 389, 443, 445,
         465, 587, 636, 853, 993, 995, 1194, 1433, 1494, 1900, 3306, 3389, 4000, 4899, 5353,
@@ -162,7 +163,7 @@ def sender_is_client(proto: int, key: bytes, tcp_flags: int) -> bool:
 
 
 # Entries of ended flows the heaps may hold beyond twice the running flows before a rebuild.
-COMPACT_SLACK = 4096
+COMPACT_SLACK: Final = 4096
 
 
 class FlowTable:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, Final
 
 from sensor.model import (
     PROTO_NAMES,
@@ -23,7 +23,7 @@ from sensor.protocols.dns import rrtype_name
 from sensor.protocols.x509 import CertSummary
 from sensor.timestamps import NS, iso_time
 
-TLS_VERSIONS = {
+TLS_VERSIONS: Final = {
     0x0300: "SSLv3",
     0x0301: "TLS 1.0",
     0x0302: "TLS 1.1",

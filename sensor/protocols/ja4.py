@@ -15,13 +15,13 @@ from typing import Final, Protocol
 
 from sensor.frozen import picklable
 
-EXT_SERVER_NAME = 0x0000
-EXT_ALPN = 0x0010
+EXT_SERVER_NAME: Final = 0x0000
+EXT_ALPN: Final = 0x0010
 
 # RFC 8701: the sixteen GREASE values 0x0A0A, 0x1A1A, ... 0xFAFA.
 GREASE_VALUES: Final = frozenset(range(0x0A0A, 0x10000, 0x1010))
 
-_EMPTY_HASH = "000000000000"
+_EMPTY_HASH: Final = "000000000000"
 _VERSION_CODES: Final = MappingProxyType(
     {
         0x0304: "13",
@@ -35,7 +35,7 @@ _VERSION_CODES: Final = MappingProxyType(
         0xFEFC: "d3",
     }
 )
-_TRANSPORTS = frozenset({"t", "q", "d"})
+_TRANSPORTS: Final = frozenset({"t", "q", "d"})
 _NOT_HASHED: Final = frozenset({EXT_SERVER_NAME, EXT_ALPN, *GREASE_VALUES})
 
 

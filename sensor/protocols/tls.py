@@ -19,38 +19,38 @@ from sensor.protocols.errors import ParseError
 from sensor.protocols.ja4 import GREASE_VALUES
 from sensor.protocols.ja4 import ja4 as client_ja4
 
-CT_CHANGE_CIPHER_SPEC = 20
-CT_ALERT = 21
-CT_HANDSHAKE = 22
-CT_APPLICATION_DATA = 23
-CT_HEARTBEAT = 24
+CT_CHANGE_CIPHER_SPEC: Final = 20
+CT_ALERT: Final = 21
+CT_HANDSHAKE: Final = 22
+CT_APPLICATION_DATA: Final = 23
+CT_HEARTBEAT: Final = 24
 
-HS_CLIENT_HELLO = 1
-HS_SERVER_HELLO = 2
-HS_CERTIFICATE = 11
-HS_CERTIFICATE_REQUEST = 13
+HS_CLIENT_HELLO: Final = 1
+HS_SERVER_HELLO: Final = 2
+HS_CERTIFICATE: Final = 11
+HS_CERTIFICATE_REQUEST: Final = 13
 
-EXT_SERVER_NAME = 0x0000
-EXT_SUPPORTED_GROUPS = 0x000A
-EXT_SIGNATURE_ALGORITHMS = 0x000D
-EXT_ALPN = 0x0010
-EXT_SUPPORTED_VERSIONS = 0x002B
+EXT_SERVER_NAME: Final = 0x0000
+EXT_SUPPORTED_GROUPS: Final = 0x000A
+EXT_SIGNATURE_ALGORITHMS: Final = 0x000D
+EXT_ALPN: Final = 0x0010
+EXT_SUPPORTED_VERSIONS: Final = 0x002B
 
-TLS13 = 0x0304
-TLS13_DRAFT_MAJOR = 0x7F  # 0x7fNN: TLS 1.3 draft NN, also encrypted after the ServerHello
-MAX_RECORD_LENGTH = 2**14 + 2048  # TLSCiphertext limit; TLSPlaintext is tighter
-RECORD_HEADER_LENGTH = 5
-HANDSHAKE_HEADER_LENGTH = 4
-RANDOM_LENGTH = 32
-MAX_SESSION_ID_LENGTH = 32
+TLS13: Final = 0x0304
+TLS13_DRAFT_MAJOR: Final = 0x7F  # 0x7fNN: TLS 1.3 draft NN, also encrypted after the ServerHello
+MAX_RECORD_LENGTH: Final = 2**14 + 2048  # TLSCiphertext limit; TLSPlaintext is tighter
+RECORD_HEADER_LENGTH: Final = 5
+HANDSHAKE_HEADER_LENGTH: Final = 4
+RANDOM_LENGTH: Final = 32
+MAX_SESSION_ID_LENGTH: Final = 32
 # Largest hello body the length prefixes allow: version, random, session_id, ciphers,
 # compression methods, extensions (the ServerHello bound is smaller).
-MAX_HELLO_BODY = (
+MAX_HELLO_BODY: Final = (
     2 + RANDOM_LENGTH + (1 + MAX_SESSION_ID_LENGTH) + (2 + 0xFFFF) + (1 + 0xFF) + (2 + 0xFFFF)
 )
 
 # Handshake types from the IANA registry; anything else in a cleartext record is not TLS.
-_KNOWN_HANDSHAKE_TYPES = frozenset({*range(0, 7), *range(8, 18), *range(20, 27), 254})
+_KNOWN_HANDSHAKE_TYPES: Final = frozenset({*range(0, 7), *range(8, 18), *range(20, 27), 254})
 _HELLO_TYPES: Final = frozenset({HS_CLIENT_HELLO, HS_SERVER_HELLO})
 _DECODED_CLIENT_EXTENSIONS: Final = frozenset(
     {
@@ -65,11 +65,11 @@ _RECORD_TYPES: Final = frozenset(
     {CT_CHANGE_CIPHER_SPEC, CT_ALERT, CT_HANDSHAKE, CT_APPLICATION_DATA, CT_HEARTBEAT}
 )
 # RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest (more cleartext follows).
-_HELLO_RETRY_RANDOM = bytes.fromhex(
+_HELLO_RETRY_RANDOM: Final = bytes.fromhex(
     "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
 )
 _RECORD_HEADER: Final = struct.Struct(">BHH")  # content type, version, length
-_HELLO_FIXED = 2 + RANDOM_LENGTH  # legacy_version, random: then the session_id length byte
+_HELLO_FIXED: Final = 2 + RANDOM_LENGTH  # legacy_version, random: then the session_id length byte
 
 
 @dataclass(frozen=True, slots=True, init=False)

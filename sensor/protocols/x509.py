@@ -7,6 +7,7 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Final
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -14,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from sensor.frozen import picklable
 
 # Short attribute names as OpenSSL and Suricata print them; other OIDs print dotted.
-_ATTRIBUTE_NAMES = MappingProxyType(
+_ATTRIBUTE_NAMES: Final = MappingProxyType(
     {
         NameOID.COMMON_NAME: "CN",
         NameOID.COUNTRY_NAME: "C",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sensor.frozen import picklable
 from sensor.model import FlowRecord
@@ -20,14 +20,14 @@ from sensor.signatures.schema import Condition, Signature, ToolFile, pattern_tok
 from sensor.yamlsource import SourceError
 
 # Primary-condition preference: the most selective, cheapest lookups first.
-PRIMARY_ORDER = (
+PRIMARY_ORDER: Final = (
     "dns.query", "tls.sni", "http.host", "tls.alpn", "tls.ja4", "http.server", "http.user_agent",
     "tls.server_cert.subject", "tls.server_cert.issuer", "tls.client_cert.subject",
     "tls.client_cert.issuer", "http.path", "payload.client", "payload.server", "dest_port",
 )  # fmt: skip
-INDEXED_OPS = frozenset(("suffix", "equals", "regex", "prefix", "contains", "pattern", "in"))
-NAME_FIELDS = frozenset(("dns.query", "tls.sni", "http.host"))
-MAX_PORT_SPAN = 4096  # wider port ranges are kept as ranges, not expanded into the dict
+INDEXED_OPS: Final = frozenset(("suffix", "equals", "regex", "prefix", "contains", "pattern", "in"))
+NAME_FIELDS: Final = frozenset(("dns.query", "tls.sni", "http.host"))
+MAX_PORT_SPAN: Final = 4096  # wider port ranges are kept as ranges, not expanded into the dict
 
 Decoder = Callable[[FlowRecord], "Decoded | None"]
 # Where a flow runs: "crossing" (exactly one end internal), "internal" or "external".
@@ -128,8 +128,8 @@ def _anchor(cond: Condition) -> tuple[int, int] | None:
     return None  # wildcards only
 
 
-_TAIL_CHAR = re.compile(r"[A-Za-z0-9_/ -]")
-MIN_TAIL = 3  # a shorter literal tail would select too little to be worth a lookup
+_TAIL_CHAR: Final = re.compile(r"[A-Za-z0-9_/ -]")
+MIN_TAIL: Final = 3  # a shorter literal tail would select too little to be worth a lookup
 
 
 def _tail(cond: Condition) -> str | None:
