@@ -57,8 +57,11 @@ def load_yaml(path: str, text: str | None = None) -> Located:
         raise SourceError(path, 0, "invalid YAML: nested too deeply") from exc
     if node is None:
         return Located({}, 1)
+    # One loader over an empty stream builds every scalar: its reader would reject the
+    # values' own characters, and making one per scalar took most of the conversion's time.
+    scalars = yaml.SafeLoader("")
     try:
-        return _convert(node, path, set())
+        return _convert(node, path, set(), scalars)
     except RecursionError as exc:
         raise SourceError(path, 0, "invalid YAML: nested too deeply") from exc
 
@@ -103,7 +106,13 @@ def _shallow(text: str, loader: type) -> bool:
     return True
 
 
-def _convert(node: yaml.Node, path: str, seen: set[int], where: str = "(top level)") -> Located:
+def _convert(
+    node: yaml.Node,
+    path: str,
+    seen: set[int],
+    scalars: yaml.SafeLoader,
+    where: str = "(top level)",
+) -> Located:
     """``where`` is the key path (``sanctioned[0].expires``) so value errors can name it.
 
     ``seen`` holds the nodes converted so far: an alias is the same node again, and expanding
@@ -122,17 +131,19 @@ def _convert(node: yaml.Node, path: str, seen: set[int], where: str = "(top leve
             inner = key if where == "(top level)" else f"{where}.{key}"
             if key in out:
                 raise SourceError(path, key_node.start_mark.line + 1, f"{inner}: duplicate key")
-            out[key] = _convert(value_node, path, seen, inner)
+            out[key] = _convert(value_node, path, seen, scalars, inner)
         return Located(out, line)
     if isinstance(node, yaml.SequenceNode):
         return Located(
-            [_convert(item, path, seen, f"{where}[{i}]") for i, item in enumerate(node.value)],
+            [
+                _convert(item, path, seen, scalars, f"{where}[{i}]")
+                for i, item in enumerate(node.value)
+            ],
             line,
         )
     if isinstance(node, yaml.ScalarNode):
         try:
-            # A loader over an empty stream: its reader would reject the value's own characters.
-            value = yaml.SafeLoader("").construct_object(node)
+            value = scalars.construct_object(node)
         except (yaml.YAMLError, ValueError, KeyError, IndexError, AttributeError) as exc:
             # PyYAML raises ValueError for a scalar that looks like a date but is none (2024-02-30),
             # and its safe constructors fail on explicitly tagged scalars they cannot read with
