@@ -24,6 +24,7 @@ COMPILED = [
     "sensor/fingerprints/attribution.py",
     "sensor/fingerprints/detector.py",
     "sensor/fingerprints/screenconnect.py",
+    "sensor/flows/deadlines.py",
     "sensor/flows/stream.py",
     "sensor/flows/table.py",
     "sensor/inspect.py",

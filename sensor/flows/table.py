@@ -2,9 +2,9 @@
 
 Each flow has two :class:`Direction` objects, and the table maps *both* directional keys to
 them, so the per-packet work is one dict lookup that also tells the packet's direction. Timeouts
-use a lazy heap: a flow is pushed with the earliest time it could expire, and when that entry
-comes due the flow is either ended or pushed again with its new deadline. Nothing is scanned per
-packet, and each flow has at most two heap entries.
+are lazy deadlines (``sensor.flows.deadlines``): a flow is pushed with the earliest time it could
+expire, and when that entry comes due the flow is either ended or pushed again with its new
+deadline. Nothing is scanned per packet, and each flow has at most two entries.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from sensor.decode.inet import PROTO_TCP
+from sensor.flows.deadlines import Deadlines
 from sensor.frozen import picklable
 
 NS: Final = 1_000_000_000
@@ -105,6 +106,7 @@ class Flow:
         "identified",
         "key",
         "proto",
+        "reply_key",
         "s2c",
         "syn_seen",
         "tls",
@@ -114,6 +116,7 @@ class Flow:
         self.id = flow_id
         self.proto = proto
         self.key = key
+        self.reply_key = reverse_key(key)  # server -> client, the table's other entry
         self.first = ts
         self.c2s = Direction(self, True, ts)
         self.s2c = Direction(self, False, ts)
@@ -193,7 +196,7 @@ class FlowTable:
         self.active = 0
         self.created = 0
         self.ended_by: dict[str, int] = {}
-        self._heap: list[tuple[int, int, Flow]] = []
+        self._deadlines: Deadlines[Flow] = Deadlines()
         self._seq = itertools.count()
         # Flow ids stay unique across the worker processes of one sensor.
         self._ids = itertools.count(worker[0] + 1, worker[1])
@@ -202,33 +205,32 @@ class FlowTable:
         """Start a flow for a packet whose key is in neither direction of the table."""
         if self.active >= self.settings.max_flows:
             self._evict_one()
-        rev = reverse_key(key)
         client = sender_is_client(proto, key, tcp_flags)
-        flow = Flow(next(self._ids), proto, key if client else rev, ts)
+        flow = Flow(next(self._ids), proto, key if client else reverse_key(key), ts)
         table = self.tcp if proto == PROTO_TCP else self.udp
         table[flow.key] = flow.c2s
-        table[reverse_key(flow.key)] = flow.s2c
+        table[flow.reply_key] = flow.s2c
         self.active += 1
         self.created += 1
-        heapq.heappush(self._heap, (ts + self._idle(proto) * NS, next(self._seq), flow))
+        self._deadlines.push(ts + self._idle(proto) * NS, flow)
         limit = 2 * self.active + COMPACT_SLACK
-        if len(self._heap) > limit or len(self._identify_heap) > limit:
+        if len(self._deadlines) > limit or len(self._identify_heap) > limit:
             self._compact()
         return flow.c2s if client else flow.s2c
 
     def _compact(self) -> None:
-        """Rebuild both heaps from the running flows.
+        """Rebuild the deadlines and the identify heap from the running flows.
 
-        An ended flow's entries stay in the heaps until they come due (a TCP flow's idle entry
+        An ended flow's entries stay in them until they come due (a TCP flow's idle entry
         600 s after it was pushed), and they keep the flow and its buffers alive: a flood of
         short complete connections would hold memory in proportion to its rate, not to
-        ``max_flows``. Rebuilding once the heaps hold twice the running flows costs O(flows)
+        ``max_flows``. Rebuilding once they hold twice the running flows costs O(flows)
         every O(flows) pushes.
         """
         running = [d.flow for d in (*self.tcp.values(), *self.udp.values()) if d.is_client]
-        # In place: a loop over the heap may hold the list.
-        self._heap[:] = [(self._deadline(flow), next(self._seq), flow) for flow in running]
-        heapq.heapify(self._heap)
+        self._deadlines.clear()
+        for flow in running:
+            self._deadlines.push(self._deadline(flow), flow)
         self._identify_heap[:] = [
             e for e in self._identify_heap if not (e[2].ended or e[2].identified)
         ]
@@ -238,8 +240,7 @@ class FlowTable:
         """FIN or RST seen: let the flow go after a short quiet period."""
         if not flow.closed:
             flow.closed = True
-            entry = (ts + self.settings.tcp_closed_s * NS, next(self._seq), flow)
-            heapq.heappush(self._heap, entry)
+            self._deadlines.push(ts + self.settings.tcp_closed_s * NS, flow)
 
     def identify_later(self, flow: Flow, ts: int) -> None:
         """First payload seen: look at the flow once its first bytes had time to arrive."""
@@ -268,7 +269,7 @@ class FlowTable:
         flow.ended = True
         table = self.tcp if flow.proto == PROTO_TCP else self.udp
         table.pop(flow.key, None)
-        table.pop(reverse_key(flow.key), None)
+        table.pop(flow.reply_key, None)
         self.active -= 1
         self.ended_by[reason] = self.ended_by.get(reason, 0) + 1
         try:
@@ -281,10 +282,8 @@ class FlowTable:
         due = self._identify_heap
         while due and due[0][0] <= now:
             self._identify(heapq.heappop(due)[2])
-        heap = self._heap
         settings = self.settings
-        while heap and heap[0][0] <= now:
-            _, _, flow = heapq.heappop(heap)
+        for _, _, flow in self._deadlines.pop_due(now):
             if flow.ended:
                 continue
             idle = settings.tcp_closed_s if flow.closed else self._idle(flow.proto)
@@ -295,28 +294,27 @@ class FlowTable:
             elif age_at <= now:
                 self.end(flow, "max_age")
             else:
-                heapq.heappush(heap, (min(idle_at, age_at), next(self._seq), flow))
+                self._deadlines.push(min(idle_at, age_at), flow)
 
     def flush(self, reason: str = "end") -> None:
         """End every flow, oldest first (end of capture, shutdown)."""
         flows = {id(d.flow): d.flow for d in (*self.tcp.values(), *self.udp.values())}
         for flow in sorted(flows.values(), key=lambda f: (f.first, f.id)):
             self.end(flow, reason)
-        self._heap.clear()
+        self._deadlines.clear()
         self._identify_heap.clear()
 
     def _evict_one(self) -> None:
         """End the flow closest to its own timeout, so a flood of new flows cannot push out a
         long, busy session: an entry whose flow was active since it was pushed goes back with
         its real deadline, and the search goes on."""
-        heap = self._heap
-        while heap:
-            due, _, flow = heapq.heappop(heap)
+        while (entry := self._deadlines.pop_first()) is not None:
+            due, _, flow = entry
             if flow.ended:
                 continue
             deadline = self._deadline(flow)
             if deadline > due:
-                heapq.heappush(heap, (deadline, next(self._seq), flow))
+                self._deadlines.push(deadline, flow)
                 continue
             self.end(flow, "evicted")
             return

@@ -210,7 +210,7 @@ def test_ended_flows_are_not_held_by_their_timeout_entries() -> None:
             if i % 100 == 0:
                 t.expire(ts)
             most = max(most, t.active)
-            assert len(t._heap) <= 2 * most + COMPACT_SLACK + 1
+            assert len(t._deadlines) <= 2 * most + COMPACT_SLACK + 1
         held = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
