@@ -73,6 +73,8 @@ _KEPT_FIELD_LINE: Final = re.compile(
     rb"\n(host|user-agent|content-type|content-length|transfer-encoding|server|location):([^\n]*)",
     re.IGNORECASE,
 )
+# The end of a head: a line end and an empty line, "\n\r\n" or "\n\n", whichever comes first.
+_HEAD_END: Final = re.compile(rb"\n\r?\n")
 _VERSION: Final = re.compile(rb"HTTP/1\.[0-9]")
 _STATUS_LINE: Final = re.compile(rb"(HTTP/1\.[0-9]) ([0-9]{3})(?: (.*))?")
 _CTL: Final = re.compile(rb"[\x00-\x1f\x7f]")
@@ -270,30 +272,30 @@ def _find_head(
     """The start line, the field lines and the head length of a complete head.
 
     The head ends at the first line end followed by an empty line: "\r\n\r\n", or the
-    same with either CR missing. It must end within the first ``max_head`` bytes. Lines lose
-    their line ends; the field lines stay in one bytes object, each starting with "\n"
-    (``None`` when the head is the start line alone).
+    same with either CR missing. It must end within the first ``max_head`` bytes. The start line
+    loses its line end. The field lines stay in one bytes object, each starting with "\n"
+    (``None`` when the head is the start line alone); the CR before each "\n" is left for
+    ``_header_fields`` to drop (the last line's is gone already).
     """
-    crlf = data.find(b"\n\r\n", 0, max_head)
-    # A bare "\n\n" counts only if it comes first; search no further than that.
-    bare = data.find(b"\n\n", 0, max_head if crlf < 0 else crlf + 1)
-    if bare >= 0:
-        newline, head_length = bare, bare + 2
-    elif crlf >= 0:
-        newline, head_length = crlf, crlf + 3
-    else:
+    end = _HEAD_END.search(data, 0, max_head)
+    if end is None:
         if len(data) >= max_head:
             raise ParseError("HTTP head longer than the limit")
         check_prefix(data)  # reject non-HTTP bytes now instead of waiting for max_head
         return None
+    newline = end.start()
+    head_length = end.end()
     if newline and data[newline - 1] == 0x0D:  # the CR of the last line's end
         newline -= 1
     first_end = data.find(b"\n", 0, newline)
     if first_end < 0:
-        return data[:newline].removesuffix(b"\r"), None, head_length
-    # Each line loses one CR before its LF; the last has no LF left, so trim it on its own.
-    fields = data[first_end:newline].replace(b"\r\n", b"\n").removesuffix(b"\r")
-    return data[:first_end].removesuffix(b"\r"), fields, head_length
+        return _without_cr(data[:newline]), None, head_length
+    return _without_cr(data[:first_end]), data[first_end:newline], head_length
+
+
+def _without_cr(line: bytes) -> bytes:
+    """The line without the CR of its line end (one at most)."""
+    return line[:-1] if line and line[-1] == 0x0D else line
 
 
 def _check_request_prefix(data: bytes) -> None:
@@ -343,21 +345,24 @@ def _status_line(line: bytes) -> tuple[str, int, str]:
 def _header_fields(lines: bytes | None) -> dict[bytes, bytes]:
     """Lowercase field name -> raw value of its first occurrence, for the kept fields only.
 
-    ``lines`` are the field lines, each after a "\n". Every line is checked, kept or not.
-    Content-Length copies are joined with "," so ``_content_length`` can check they agree.
+    ``lines`` are the field lines, each after a "\n" and with the CR of its line end, if any.
+    Every line is checked, kept or not. (A CR is no token character and any value character,
+    so a line passes the check with its CR exactly when it does without.) Content-Length copies
+    are joined with "," so ``_content_length`` can check they agree.
     """
     if lines is None:
         return {}
     if _FIELD_LINES.fullmatch(lines) is None:
         # Some line is not "name:value": a continuation line, or a malformed one.
-        return _folded_header_fields(lines.split(b"\n")[1:])
+        return _folded_header_fields([_without_cr(line) for line in lines.split(b"\n")[1:]])
     fields: dict[bytes, bytes] = {}
     for raw_name, raw_value in _KEPT_FIELD_LINE.findall(lines):  # bounded by the head size
         name = raw_name.lower()
+        value = _without_cr(raw_value).strip(_OWS)
         if name not in fields:
-            fields[name] = raw_value.strip(_OWS)
+            fields[name] = value
         elif name == b"content-length":
-            fields[name] = b"%s,%s" % (fields[name], raw_value.strip(_OWS))
+            fields[name] = b"%s,%s" % (fields[name], value)
     return fields
 
 
