@@ -39,6 +39,7 @@ COMPILED = [
     "sensor/records.py",
     "sensor/sessions.py",
     "sensor/signatures/index.py",
+    "sensor/signatures/schema.py",
     "sensor/text.py",
     "sensor/timestamps.py",
 ]

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from sensor.frozen import picklable
 from sensor.yamlsource import Located, SourceError, load_yaml
 
 CHANNELS = ("relay", "web", "direct", "discovery", "download", "dns")
@@ -322,3 +323,6 @@ def _int(loc: Located | None, default: int, path: str, ctx: str) -> int:
     if not isinstance(loc.value, int) or isinstance(loc.value, bool) or loc.value < 0:
         raise SourceError(path, loc.line, f"{ctx}: a non-negative integer is required")
     return loc.value
+
+
+picklable(Condition, Signature, ToolFile)
