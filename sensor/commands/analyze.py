@@ -16,8 +16,6 @@ from sensor.capture.files import CaptureError, Frame, read_frames
 from sensor.config import Settings, load_settings
 from sensor.fingerprints import ENRICHERS
 from sensor.fingerprints.detector import Detector
-from sensor.live.supervisor import Supervisor
-from sensor.live.worker import WorkerSpec
 from sensor.metrics import EngineCollector, Metrics
 from sensor.output.sinks import JsonLinesSink, TableSink
 from sensor.pipeline import settle_collector
@@ -157,6 +155,11 @@ def _run_workers(
         return ["--workers must be at least 1"]
     if "-" in args.captures:
         return ["standard input cannot be shared by several workers"]
+    # Here, not at the top: multiprocessing and the worker machinery are 13 ms of every start,
+    # and a one-process run does without them.
+    from sensor.live.supervisor import Supervisor
+    from sensor.live.worker import WorkerSpec
+
     captures = tuple(args.captures)
     specs = [
         WorkerSpec(

@@ -22,9 +22,6 @@ from sensor.alerts.sinks import (
 )
 from sensor.analysis import Sessions, Verdicts
 from sensor.config import Settings, load_settings
-from sensor.live.http import MetricsServer
-from sensor.live.supervisor import Supervisor
-from sensor.live.worker import WorkerSpec
 from sensor.metrics import EngineCollector, Metrics
 from sensor.reload import ConfigWatcher
 from sensor.sessions import SessionBuilder
@@ -90,6 +87,12 @@ def build_sinks(settings: Settings, metrics: Metrics) -> list[SpoolingSink]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Here, not at the top: every command line imports this module to list the command, and
+    # the capture workers' machinery (multiprocessing) is 15 ms of each start.
+    from sensor.live.http import MetricsServer
+    from sensor.live.supervisor import Supervisor
+    from sensor.live.worker import WorkerSpec
+
     logging.getLogger().setLevel(logging.INFO)
     try:
         settings = apply_flags(load_settings(args.config) if args.config else Settings(), args)
