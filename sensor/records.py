@@ -14,7 +14,10 @@ from sensor.protocols.x509 import CertSummary, summarize_certificate
 
 
 def ip_text(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    if len(raw) == 4:
+        # What inet_ntop gives, without its call (about half the time, twice per flow).
+        return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
+    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 class CertCache:
