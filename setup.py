@@ -9,9 +9,10 @@ import os
 
 from setuptools import setup
 
-# The hot path: reader, decode, flow table, protocol parsers, fingerprints and the per-flow
-# record and session building. Command line, configuration and the live supervisor stay
-# interpreted (they run once, or once per scrape).
+# The hot path: reader, decode, flow table, protocol parsers, fingerprints (and the signature
+# schema the index reads per candidate), exploit checks and the per-flow record and session
+# building. Command line, configuration and the live supervisor stay interpreted (they run
+# once, or once per scrape).
 COMPILED = [
     "sensor/addresses.py",
     "sensor/analysis.py",
@@ -37,6 +38,7 @@ COMPILED = [
     "sensor/protocols/tls.py",
     "sensor/protocols/x509.py",
     "sensor/records.py",
+    "sensor/rules/exploits.py",
     "sensor/sessions.py",
     "sensor/signatures/index.py",
     "sensor/signatures/schema.py",
