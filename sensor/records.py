@@ -107,11 +107,12 @@ def _dns_summary(flow: Flow) -> DnsSummary | None:
     if not messages:
         return None
     queries = []
-    seen = set()
+    seen: set[tuple[str, int]] = set()  # a question's fields: its own hash is interpreted code
     for m in messages:
         for q in m.questions:
-            if q not in seen:
-                seen.add(q)
+            fields = (q.name, q.rrtype)
+            if fields not in seen:
+                seen.add(fields)
                 queries.append(q)
     answers = tuple(a for m in messages if m.is_response for a in m.answers)
     rcodes = tuple(m.rcode for m in messages if m.is_response)
