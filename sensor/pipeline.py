@@ -132,17 +132,14 @@ class Engine:
         """Process frames until the iterable ends (it may raise; counters stay consistent)."""
         stats = self.stats
         table = self.table
-        tcp_get = table.tcp.get
-        udp_get = table.udp.get
-        create = table.create
+        # Typed locals, not bound methods: compiled, tcp.get(key) is a direct dict lookup and
+        # table.create(...) a native call, where a stored bound method is a generic Python call.
+        tcp = table.tcp
+        udp = table.udp
         inspector = self.inspector
-        tcp_data = inspector.tcp_data
-        udp_data = inspector.udp_data
-        stop = inspector.stop
         limit = self.settings.stream_bytes
         shards = self.shards
         shard_index = self.shard_index
-        peek_dns = inspector.peek_dns
         # With shards, every shard reads every packet's time. A shard counts the packets it owns;
         # shard 0 also counts those no shard owns (not IP, undecodable), so the sums are exact.
         counting = shard_index == 0
@@ -240,20 +237,21 @@ class Engine:
                             (key[h - 1] ^ key[2 * h - 1]) + (key[h - 2] ^ key[2 * h - 2])
                         ) % shards != shard_index:
                             if proto == PROTO_UDP and (data[l4] << 8 | data[l4 + 1]) == 53:
-                                peek_dns(key, data[start:end], ts)  # attribution needs every answer
+                                # attribution needs every answer
+                                inspector.peek_dns(key, data[start:end], ts)
                             packets -= 1
                             bytes_seen -= wire_len
                             continue
                     owned = True
                     if proto == PROTO_TCP:
                         flags = data[l4 + 13]
-                        d = tcp_get(key)
+                        d = tcp.get(key)
                         if d is None:
-                            d = create(PROTO_TCP, key, ts, flags)
+                            d = table.create(PROTO_TCP, key, ts, flags)
                             d.flow.syn_seen = bool(flags & 0x02)
                         elif flags & 0x12 == 0x02 and d.flow.closed:
                             table.end(d.flow, "reused")  # a new connection on an old 5-tuple
-                            d = create(PROTO_TCP, key, ts, flags)
+                            d = table.create(PROTO_TCP, key, ts, flags)
                             d.flow.syn_seen = True
                         d.pkts += 1
                         d.bytes += wire_len
@@ -273,18 +271,19 @@ class Engine:
                                     d.next_seq = (seq + 1) & SEQ_MASK
                             elif start < end:
                                 if add_segment(d, seq, data[start:end], limit):
-                                    tcp_data(d.flow, d)
+                                    inspector.tcp_data(d.flow, d)
                                 if truncated or d.gap:
-                                    stop(d)  # the snap length or a hole ends what we can read
+                                    # the snap length or a hole ends what we can read
+                                    inspector.stop(d)
                     elif proto == PROTO_UDP:
-                        d = udp_get(key)
+                        d = udp.get(key)
                         if d is None:
-                            d = create(PROTO_UDP, key, ts, 0)
+                            d = table.create(PROTO_UDP, key, ts, 0)
                         d.pkts += 1
                         d.bytes += wire_len
                         d.last = ts
                         if d.inspect:
-                            udp_data(d.flow, d, data[start:end], ts)
+                            inspector.udp_data(d.flow, d, data[start:end], ts)
                     else:
                         others[proto] = others.get(proto, 0) + 1
                 except DecodeError as exc:
