@@ -165,7 +165,8 @@ def sender_is_client(proto: int, key: bytes, tcp_flags: int) -> bool:
     return True  # UDP: whoever sent first asked first
 
 
-# Entries of ended flows the heaps may hold beyond twice the running flows before a rebuild.
+# Entries of ended flows the deadlines (or the identify heap) may hold beyond twice the running
+# flows before a rebuild.
 COMPACT_SLACK: Final = 4096
 
 
