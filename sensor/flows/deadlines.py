@@ -10,11 +10,11 @@ by deadline, then by the order of pushing.
 from __future__ import annotations
 
 import heapq
-from typing import Final, Generic, TypeVar
+from typing import Generic, TypeVar
+
+from sensor.timestamps import NS
 
 T = TypeVar("T")
-
-NS: Final = 1_000_000_000
 
 
 class Deadlines(Generic[T]):

@@ -302,7 +302,7 @@ def _without_cr(line: bytes) -> bytes:
 def _check_request_prefix(data: bytes) -> None:
     newline = data.find(b"\n")
     if newline >= 0:
-        _request_line(data[:newline].removesuffix(b"\r"))
+        _request_line(_without_cr(data[:newline]))
         return
     space = data.find(b" ")
     method = data if space < 0 else data[:space]
@@ -313,7 +313,7 @@ def _check_request_prefix(data: bytes) -> None:
 def _check_response_prefix(data: bytes) -> None:
     newline = data.find(b"\n")
     if newline >= 0:
-        _status_line(data[:newline].removesuffix(b"\r"))
+        _status_line(_without_cr(data[:newline]))
         return
     prefix = data[: len(b"HTTP/1.")]
     if not b"HTTP/1.".startswith(prefix):

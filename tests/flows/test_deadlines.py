@@ -7,7 +7,8 @@ import heapq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensor.flows.deadlines import NS, Deadlines
+from sensor.flows.deadlines import Deadlines
+from sensor.timestamps import NS
 
 # push a deadline, pop what is due at a time, or pop the earliest
 operations = st.lists(
