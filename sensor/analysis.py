@@ -22,14 +22,14 @@ import dataclasses
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from sensor.alerts.stage import AlertStage
 from sensor.capture.files import Frame
 from sensor.config import PolicySettings
+from sensor.counters import EngineSnapshot, protocol_label
 from sensor.fingerprints.attribution import NameCache
 from sensor.flows.table import FlowSettings
-from sensor.metrics import EngineSnapshot, Metrics, protocol_label
 from sensor.model import Alert, FlowRecord, Session
 from sensor.pipeline import Engine
 from sensor.policy.verdicts import Policy
@@ -37,6 +37,9 @@ from sensor.protocols.dns import DnsMessage
 from sensor.rules.chains import ChainTracker
 from sensor.rules.exploits import Exploit, ExploitDetector, exploit_session
 from sensor.rules.inventory import Inventory
+
+if TYPE_CHECKING:  # the Prometheus library is imported only by runs that write metrics
+    from sensor.metrics import Metrics
 
 MAX_EARLY: Final = 1_000_000  # flow ids remembered between early and final session records
 NS: Final = 1_000_000_000

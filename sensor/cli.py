@@ -7,8 +7,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import prometheus_client
-
 from sensor import __version__
 from sensor.commands import analyze, check_config, inventory, live, signatures
 
@@ -30,8 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # *_created series double every counter's series and mean nothing to these counters.
-    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

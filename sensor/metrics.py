@@ -9,15 +9,20 @@ never from the wire.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sensor import __version__
+from sensor.counters import EngineSnapshot
+from sensor.timestamps import NS
 
-NS = 1_000_000_000
+if TYPE_CHECKING:
+    from sensor.signatures.index import SignatureIndex
+
 VERDICTS = ("sanctioned", "unsanctioned")
 ALERT_SERIES = (
     ("unsanctioned_rmm_session", "low"),
@@ -28,25 +33,25 @@ ALERT_SERIES = (
     ("rmm_exploit_attempt", "critical"),
     ("rmm_chain", "high"),
 )
-IP_PROTOCOL_NAMES = {1: "icmp", 2: "igmp", 47: "gre", 50: "esp", 58: "icmpv6", 132: "sctp"}
 
 
-@dataclass(frozen=True, slots=True)
-class EngineSnapshot:
-    """What one engine's counters read at one moment; summed across worker processes."""
+def new_registry() -> CollectorRegistry:
+    """An empty registry for one sensor or one analysis run."""
+    # *_created series double every counter's series and mean nothing to these counters. The
+    # switch is the library's own process-wide setting; every registry here wants it off.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    return CollectorRegistry()
 
-    packets: int
-    bytes: int
-    non_ip: int
-    decode_errors: tuple[tuple[str, int], ...]
-    other_protocols: tuple[tuple[str, int], ...]
-    parse_errors: tuple[tuple[str, int], ...]
-    flows_created: int
-    flows_active: int
-    flows_ended: tuple[tuple[str, int], ...]
-    last_packet_ns: int
-    kernel_packets: int = 0  # live capture: what the kernel counted (PACKET_STATISTICS)
-    kernel_drops: int = 0
+
+def sensor_metrics(
+    registry: CollectorRegistry, index: SignatureIndex, channels: Iterable[str]
+) -> Metrics:
+    """The event metrics of a sensor running ``index``, with its tools' series started at zero."""
+    metrics = Metrics(registry)
+    metrics.start_series(index.tools, channels)
+    for tool in index.tools:
+        metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
+    return metrics
 
 
 class EngineCollector(Collector):
@@ -250,7 +255,3 @@ class Metrics:
             self.outdated_servers.labels(tool)
             for verdict in VERDICTS:
                 self.servers.labels(tool, verdict)
-
-
-def protocol_label(proto: int) -> str:
-    return IP_PROTOCOL_NAMES.get(proto, "other")

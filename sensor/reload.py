@@ -6,10 +6,13 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sensor.config import Settings, load_settings
-from sensor.metrics import Metrics
 from sensor.yamlsource import SourceError
+
+if TYPE_CHECKING:
+    from sensor.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,14 @@ import errno
 import os
 import socket
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from sensor.addresses import syslog_target
-from sensor.metrics import Metrics
 from sensor.model import Alert, FlowRecord, Session
 from sensor.output import eve
+
+if TYPE_CHECKING:
+    from sensor.metrics import Metrics
 
 SYSLOG_FACILITY_LOCAL0 = 16
 SYSLOG_SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5}

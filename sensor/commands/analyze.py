@@ -6,17 +6,15 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Iterable, Iterator
-from typing import Any
-
-from prometheus_client import CollectorRegistry, write_to_textfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sensor.analysis import Detection, Sessions, Sink, Verdicts
 from sensor.capture.files import CaptureError, Frame, read_frames
 from sensor.config import Settings, load_settings
+from sensor.counters import EngineSnapshot
 from sensor.fingerprints import ENRICHERS
 from sensor.fingerprints.detector import Detector
-from sensor.metrics import EngineCollector, Metrics
 from sensor.output.sinks import JsonLinesSink, TableSink
 from sensor.pipeline import settle_collector
 from sensor.reload import ConfigWatcher
@@ -25,6 +23,11 @@ from sensor.signatures.index import SignatureIndex
 from sensor.signatures.loader import load_index
 from sensor.signatures.schema import CHANNELS
 from sensor.yamlsource import SourceError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from sensor.metrics import Metrics
 
 EXIT_CLEAN, EXIT_UNSANCTIONED, EXIT_ERROR = 0, 1, 2
 PROGRESS_EVERY = 1 << 16
@@ -81,17 +84,23 @@ def analyze_captures(
     Shared by ``analyze`` and ``inventory``. ``args`` carries captures, workers, flows,
     metrics_out and config.
     """
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    metrics.start_series(index.tools, CHANNELS)
-    for tool in index.tools:
-        metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
+    registry: CollectorRegistry | None = None
+    metrics: Metrics | None = None
+    if args.metrics_out:
+        # Only here: the Prometheus library is about 60 ms of start-up, and a run that writes
+        # no metrics file has no use for it.
+        from sensor.metrics import new_registry, sensor_metrics
+
+        registry = new_registry()
+        metrics = sensor_metrics(registry, index, CHANNELS)
     verdicts = Verdicts(settings.policy, sinks, metrics)
     if args.workers != 1:
         errors = _run_workers(args, settings, index, verdicts, registry)
     else:
-        errors = _run_one(args, settings, index, verdicts, metrics, registry)
-    if args.metrics_out:
+        errors = _run_one(args, settings, index, verdicts, registry)
+    if args.metrics_out and registry is not None:
+        from prometheus_client import write_to_textfile
+
         try:
             write_to_textfile(args.metrics_out, registry)
         except OSError as exc:
@@ -99,13 +108,22 @@ def analyze_captures(
     return verdicts, errors
 
 
+def _collect(
+    registry: CollectorRegistry | None, snapshots: Callable[[], Iterable[EngineSnapshot]]
+) -> None:
+    """Read the engine counters into the registry at write time, when metrics are written."""
+    if registry is not None:
+        from sensor.metrics import EngineCollector
+
+        registry.register(EngineCollector(snapshots))
+
+
 def _run_one(
     args: argparse.Namespace,
     settings: Settings,
     index: SignatureIndex,
     verdicts: Verdicts,
-    metrics: Metrics,
-    registry: CollectorRegistry,
+    registry: CollectorRegistry | None,
 ) -> list[str]:
     detector = Detector(index, ENRICHERS, internal_networks=settings.policy.internal_networks)
     sessions = Sessions(SessionBuilder(), verdicts)
@@ -117,14 +135,14 @@ def _run_one(
         on_tick=sessions.tick,
         on_exploit=verdicts.exploit,
     )
-    registry.register(EngineCollector(lambda: [detection.snapshot()]))
+    _collect(registry, lambda: [detection.snapshot()])
     if args.config:
         # A long capture on stdin (tcpdump -w - | rmm-sensor analyze -) may see a new policy.
         def reconfigure(new: Settings) -> None:
             verdicts.reconfigure(new.policy)
             detector.set_internal_networks(new.policy.internal_networks)
 
-        watcher = ConfigWatcher(args.config, settings, reconfigure, metrics)
+        watcher = ConfigWatcher(args.config, settings, reconfigure, verdicts.metrics)
         signal.signal(signal.SIGHUP, lambda _sig, _frame: watcher.request())
 
         def tick(now_ns: int) -> None:
@@ -149,7 +167,7 @@ def _run_workers(
     settings: Settings,
     index: SignatureIndex,
     verdicts: Verdicts,
-    registry: CollectorRegistry,
+    registry: CollectorRegistry | None,
 ) -> list[str]:
     if args.workers < 1:
         return ["--workers must be at least 1"]
@@ -171,7 +189,7 @@ def _run_workers(
     supervisor = Supervisor(
         specs, sessions, verdicts.metrics, restart=False, ordered=True, fork=True
     )
-    registry.register(EngineCollector(supervisor.snapshots))
+    _collect(registry, supervisor.snapshots)
     # A forked worker flushes the standard streams it inherited when it exits: empty them first,
     # or their buffered text would be written once per worker.
     sys.stdout.flush()

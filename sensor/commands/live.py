@@ -9,9 +9,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING, Any
 
 from sensor.alerts.sinks import (
     JsonFileSink,
@@ -22,12 +20,14 @@ from sensor.alerts.sinks import (
 )
 from sensor.analysis import Sessions, Verdicts
 from sensor.config import Settings, load_settings
-from sensor.metrics import EngineCollector, Metrics
 from sensor.reload import ConfigWatcher
 from sensor.sessions import SessionBuilder
 from sensor.signatures.loader import load_index
 from sensor.signatures.schema import CHANNELS
 from sensor.yamlsource import SourceError
+
+if TYPE_CHECKING:
+    from sensor.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,12 @@ def build_sinks(settings: Settings, metrics: Metrics) -> list[SpoolingSink]:
 
 def run(args: argparse.Namespace) -> int:
     # Here, not at the top: every command line imports this module to list the command, and
-    # the capture workers' machinery (multiprocessing) is 15 ms of each start.
+    # the capture workers' machinery (multiprocessing) is 15 ms of each start, the Prometheus
+    # library 60 ms.
     from sensor.live.http import MetricsServer
     from sensor.live.supervisor import Supervisor
     from sensor.live.worker import WorkerSpec
+    from sensor.metrics import EngineCollector, new_registry, sensor_metrics
 
     logging.getLogger().setLevel(logging.INFO)
     try:
@@ -107,11 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if capture.workers < 1:
         print("rmm-sensor: error: --workers must be at least 1", file=sys.stderr)
         return 2
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    metrics.start_series(index.tools, CHANNELS)
-    for tool in index.tools:
-        metrics.signatures.labels(tool).set(sum(1 for s in index.signatures if s.tool == tool))
+    registry = new_registry()
+    metrics = sensor_metrics(registry, index, CHANNELS)
     sinks = build_sinks(settings, metrics)
     verdicts = Verdicts(settings.policy, sinks, metrics)
     sessions = Sessions(SessionBuilder(), verdicts)

@@ -17,11 +17,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sensor.analysis import Sessions
+from sensor.counters import EngineSnapshot
 from sensor.live.worker import EXIT_SETUP_ERROR, WorkerSpec, run_worker
-from sensor.metrics import EngineSnapshot, Metrics
+
+if TYPE_CHECKING:
+    from sensor.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from typing import Any
 from sensor.analysis import Detection
 from sensor.capture.files import CaptureError, read_frames
 from sensor.config import Settings
+from sensor.counters import EngineSnapshot
 from sensor.fingerprints import ENRICHERS
 from sensor.fingerprints.attribution import Attribution
 from sensor.fingerprints.detector import Detector
-from sensor.metrics import EngineSnapshot
 from sensor.model import FlowRecord, Session
 from sensor.pipeline import settle_collector
 from sensor.rules.exploits import Exploit
