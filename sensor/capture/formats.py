@@ -12,9 +12,10 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, cast
 
 from mypy_extensions import i64
 
@@ -51,12 +52,33 @@ class CaptureError(Exception):
 
 
 class Stream:
-    """Chunked reader that turns decompression and I/O failures into CaptureError."""
+    """Chunked reader that turns decompression and I/O failures into CaptureError.
 
-    def __init__(self, raw: io.BufferedReader | gzip.GzipFile, path: str) -> None:
+    It owns ``file`` (the opened capture, under any decompression) when one is given, and closes
+    it when closed or collected: a reader given up half-way is collected without finishing, and a
+    compiled generator does not run its ``finally`` then.
+    """
+
+    def __init__(
+        self,
+        raw: io.BufferedReader | gzip.GzipFile,
+        path: str,
+        file: io.BufferedReader | None = None,
+    ) -> None:
         self.raw = raw
         self.path = path
+        self.file = file
         self.consumed = 0  # bytes handed out so far
+
+    def close(self) -> None:
+        """Close the file this stream owns, if any (standard input is never owned)."""
+        file = self.file
+        if file is not None:
+            self.file = None
+            file.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     def read(self, size: int) -> bytes:
         """Exactly ``size`` bytes unless the stream ends first (for fixed-size headers)."""
@@ -78,6 +100,44 @@ class Stream:
             raise CaptureError(self.path, self.consumed, f"read failed: {exc}") from exc
         self.consumed += len(data)
         return data
+
+
+def capture_frames(path: str, sieve: Sieve | None = None) -> Iterator[Frame]:
+    """Every frame of one capture file, pcap or pcapng, gzip-compressed or not (``-``: stdin).
+
+    The file is opened at the first frame asked for, so every error, a missing file included,
+    arises while reading. Compiled, so that each frame passes through no interpreted code.
+    """
+    raw = _open(path)
+    stream = Stream(raw, path, None if path == "-" else raw)
+    try:
+        # peek() leaves the bytes in place, so this works on pipes as well as files.
+        if raw.peek(2)[:2] == GZIP_MAGIC:
+            stream.raw = gzip.GzipFile(fileobj=raw, mode="rb")
+        head = stream.read(4)
+        if len(head) < 4:
+            raise CaptureError(path, 0, "file is empty or shorter than a capture header")
+        if head in PCAP_MAGICS:
+            yield from pcap_frames(stream, head, sieve)
+        elif head == PCAPNG_SHB:
+            yield from pcapng_frames(stream, head, sieve)
+        else:
+            raise CaptureError(path, 0, f"not a pcap or pcapng file (magic {head.hex()})")
+    finally:
+        stream.close()
+
+
+def _open(path: str) -> io.BufferedReader:
+    if path == "-":
+        # sys.stdin is None when the process started with descriptor 0 closed.
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:
+            raise CaptureError(path, 0, "standard input is not available")
+        return cast(io.BufferedReader, buffer)
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise CaptureError(path, 0, exc.strerror or str(exc)) from exc
 
 
 def pcap_frames(stream: Stream, magic: bytes, sieve: Sieve | None = None) -> Iterator[Frame]:

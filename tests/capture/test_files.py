@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import os
 import re
 import struct
 import subprocess
@@ -261,6 +262,33 @@ def test_pcapng_block_larger_than_a_read_chunk(tmp_path: Path) -> None:
     raw += epb(0, T + 1, b"after", 5, "<")
     got = list(read_frames(write(tmp_path, "huge.pcapng", raw)))
     assert got == [(T, 1, data, len(data)), (T + 1, 1, b"after", 5)]
+
+
+# --- the file is closed however reading ends ------------------------------------------------
+
+
+def open_handles(path: str) -> int:
+    """Descriptors of this process open on ``path``."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == os.path.realpath(path))
+
+
+@pytest.mark.parametrize("fmt", ["pcap-le-us", "pcapng-le", "pcap-le-ns.gz"])
+def test_the_file_is_closed_however_reading_ends(tmp_path: Path, fmt: str) -> None:
+    built = FORMATS[fmt](sample_frames())
+    path = write(tmp_path, "c", built.data)
+    frames = read_frames(path)
+    assert open_handles(path) == 0  # opened at the first frame asked for
+    next(frames)
+    assert open_handles(path) == 1
+    del frames  # given up half-way: closed when collected, without a ResourceWarning
+    assert open_handles(path) == 0
+    assert len(list(read_frames(path))) == len(built.frames)
+    assert open_handles(path) == 0
+    damaged = write(tmp_path, "d", built.data[:-3])
+    got, err = read_until_error(damaged)
+    assert err is not None and got == list(built.frames)[: len(got)]
+    assert open_handles(damaged) == 0
 
 
 # --- stdin and several files -------------------------------------------------------------------
