@@ -43,7 +43,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sensor.capture.files import Frame, read_frames
+from sensor.capture.files import Frame, frame, frame_bytes, read_frames
 from sensor.flows.table import FlowSettings
 from sensor.model import FlowRecord
 from sensor.pipeline import Engine
@@ -65,7 +65,7 @@ SENSOR_MAIN = "import sys; from sensor.cli import main; sys.exit(main())"
 BIG_KINDS = ("unknown", "http-upload")
 
 SessionKey = tuple[str, str, str, str, int]
-
+Packet = tuple[int, int, bytes, int]  # (ts_ns, linktype, packet bytes, wire_len)
 
 # --- frames ------------------------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ def tcp_frame(
     return frame + bytes(60 - len(frame)) if len(frame) < 60 else frame
 
 
-def syn_flood(flows: int, pps: int, start_ns: int = EPOCH_NS) -> Iterator[Frame]:
+def syn_flood(flows: int, pps: int, start_ns: int = EPOCH_NS) -> Iterator[Packet]:
     """One SYN per flow, every flow distinct (source address and port), at ``pps``."""
     for i in range(flows):
         source, port = divmod(i, PORTS_PER_SOURCE)
@@ -89,9 +89,15 @@ def syn_flood(flows: int, pps: int, start_ns: int = EPOCH_NS) -> Iterator[Frame]
         yield start_ns + i * NS // pps, 1, frame, len(frame)
 
 
-def retimed(frames: Sequence[Frame], start_ns: int) -> list[Frame]:
+def as_frames(packets: Iterable[Packet]) -> Iterator[Frame]:
+    """Packets as the engine reads them, one at a time."""
+    for packet in packets:
+        yield frame(*packet)
+
+
+def retimed(frames: Sequence[Packet], start_ns: int) -> list[Packet]:
     """The frames from ``start_ns`` on, in their order, with long silences shortened."""
-    out: list[Frame] = []
+    out: list[Packet] = []
     now = start_ns
     for i, (ts, linktype, data, wire_len) in enumerate(frames):
         if i:
@@ -101,11 +107,12 @@ def retimed(frames: Sequence[Frame], start_ns: int) -> list[Frame]:
     return out
 
 
-def anydesk_frames(start_ns: int) -> list[Frame]:
-    return retimed(list(read_frames(str(ANYDESK))), start_ns)
+def anydesk_frames(start_ns: int) -> list[Packet]:
+    packets = [(f[0], f[1], frame_bytes(f), f[5]) for f in read_frames(str(ANYDESK))]
+    return retimed(packets, start_ns)
 
 
-def flood_with_anydesk(flows: int, pps: int) -> tuple[Iterator[Frame], list[Frame]]:
+def flood_with_anydesk(flows: int, pps: int) -> tuple[Iterator[Packet], list[Packet]]:
     """The flood with the AnyDesk frames in its middle, and those frames alone."""
     extra = anydesk_frames(EPOCH_NS)
     span = extra[-1][0] - extra[0][0]
@@ -114,7 +121,7 @@ def flood_with_anydesk(flows: int, pps: int) -> tuple[Iterator[Frame], list[Fram
     return heapq.merge(syn_flood(flows, pps), extra, key=lambda f: f[0]), extra
 
 
-def write_pcap(path: Path, frames: Iterable[Frame]) -> int:
+def write_pcap(path: Path, frames: Iterable[Packet]) -> int:
     """A classic pcap (Ethernet, microseconds), written as the frames come; returns the count."""
     n = 0
     with open(path, "wb") as fh:
@@ -128,7 +135,7 @@ def write_pcap(path: Path, frames: Iterable[Frame]) -> int:
     return n
 
 
-def big_flow(frames: int, kind: str, seq0: int = 0xFFFF0000) -> Iterator[Frame]:
+def big_flow(frames: int, kind: str, seq0: int = 0xFFFF0000) -> Iterator[Packet]:
     """One TCP connection whose client sends ``frames`` segments of 1400 bytes after the
     handshake; the sequence numbers wrap around 2**32 early on.
 
@@ -276,7 +283,7 @@ def big_flow_child(kind: str, frames: int) -> BigFlowRun:
     gc.collect()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    engine.run(big_flow(frames, kind))
+    engine.run(as_frames(big_flow(frames, kind)))
     engine.flush()
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -300,7 +307,7 @@ def traced_bytes_per_flow(flows: int) -> float:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        engine.run(syn_flood(flows, 10_000))
+        engine.run(as_frames(syn_flood(flows, 10_000)))
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] - before
     finally:

@@ -1,7 +1,8 @@
 """The engine: frames -> decode -> flow table -> protocol parsers -> flow records.
 
 Stages, in order:
-  1. capture source yields ``(ts_ns, linktype, data, wire_len)`` tuples;
+  1. capture source yields ``(ts_ns, linktype, buf, offset, caplen, wire_len)`` tuples, the
+     packet being ``buf[offset : offset + caplen]`` (no copy per packet);
   2. link + IP + TCP/UDP decode (``sensor.decode``), inline for Ethernet/IPv4;
   3. the flow table finds the packet's flow and direction with one dict lookup;
   4. while a direction is still inspected, its in-order bytes go to the protocol parsers
@@ -156,7 +157,7 @@ class Engine:
             sieve.set_clock(next_expiry)
             sieve.reading = False
         try:
-            for ts, linktype, data, wire_len in frames:
+            for ts, linktype, buf, o, caplen, wire_len in frames:
                 # Timeouts run on packet time, checked before the packet joins its flow.
                 if not earliest <= ts < next_expiry:
                     if ts >= next_expiry:
@@ -177,38 +178,43 @@ class Engine:
                 bytes_seen += wire_len
                 owned = shards == 1
                 try:
+                    # The packet is data[o : o + caplen]. The offsets below (l4, start, end)
+                    # index data itself, which the uncommon cases make a copy of the packet.
+                    data = buf
                     if (
                         linktype == 1
-                        and len(data) >= 54
+                        and caplen >= 54
                         # Single bytes, not a slice: no object made per packet.
-                        and data[12] == 0x08
-                        and data[13] == 0x00
-                        and data[14] == 0x45
-                        and not data[20] & 0x3F
-                        and not data[21]
-                        and (proto := data[23]) in (PROTO_TCP, PROTO_UDP)
+                        and data[o + 12] == 0x08
+                        and data[o + 13] == 0x00
+                        and data[o + 14] == 0x45
+                        and not data[o + 20] & 0x3F
+                        and not data[o + 21]
+                        and (proto := data[o + 23]) in (PROTO_TCP, PROTO_UDP)
                     ):
                         # The common case decoded inline: Ethernet, IPv4 without options, not a
                         # fragment, TCP or UDP. Everything else takes decode_transport.
-                        end = 14 + ((data[16] << 8) | data[17])
-                        truncated = end > len(data)
+                        end = o + 14 + ((data[o + 16] << 8) | data[o + 17])
+                        truncated = end > o + caplen
                         if truncated:
-                            end = len(data)
-                        l4 = 34
-                        key = data[26:38]
+                            end = o + caplen
+                        l4 = o + 34
+                        key = data[o + 26 : o + 38]
                         if proto == PROTO_TCP:
-                            start = 34 + ((data[46] >> 4) << 2)
-                            if start < 54 or start > end:
-                                proto, key, l4, start, end, truncated = decode_transport(
-                                    data, 14, ETH_IPV4
-                                )
+                            start = l4 + ((data[o + 46] >> 4) << 2)
+                            ordinary = o + 54 <= start <= end
                         else:
-                            start = 42
-                            if end < 42:
-                                proto, key, l4, start, end, truncated = decode_transport(
-                                    data, 14, ETH_IPV4
-                                )
+                            start = o + 42
+                            ordinary = start <= end
+                        if not ordinary:
+                            # The decoders read a packet of its own, from its first byte.
+                            data = buf[o : o + caplen]
+                            proto, key, l4, start, end, truncated = decode_transport(
+                                data, 14, ETH_IPV4
+                            )
                     else:
+                        if o or caplen != len(buf):
+                            data = buf[o : o + caplen]
                         if linktype == 1 and data[12:14] == ETHERTYPE_IPV4:
                             off = 14
                             ethertype = ETH_IPV4

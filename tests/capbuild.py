@@ -11,11 +11,26 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-Frame = tuple[int, int, bytes, int]  # (ts_ns, linktype, data, wire_len), as the readers yield
+from sensor.capture import formats
+
+# A packet as a test states it: (ts_ns, linktype, data, wire_len). The readers yield it as a
+# sensor frame, its bytes a slice of a larger buffer; ``plain`` and ``framed`` convert.
+Frame = tuple[int, int, bytes, int]
+
+
+def plain(frames: Iterable[formats.Frame]) -> list[Frame]:
+    """Reader output as (ts_ns, linktype, packet bytes, wire_len)."""
+    return [(ts, lt, buf[o : o + n], wire) for ts, lt, buf, o, n, wire in frames]
+
+
+def framed(packets: Iterable[Frame]) -> list[formats.Frame]:
+    """Packets as frames for the engine, each frame all of its own bytes."""
+    return [formats.frame(*p) for p in packets]
+
 
 NS = 1_000_000_000
 CAPTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "captures"

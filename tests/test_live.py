@@ -298,9 +298,7 @@ def replayed_inputs() -> list[Path]:
 
 
 def _ethernet(path: Path) -> bool:
-    return all(
-        linktype == LINKTYPE_ETHERNET for _ts, linktype, _data, _len in read_frames(str(path))
-    )
+    return all(linktype == LINKTYPE_ETHERNET for _ts, linktype, *_rest in read_frames(str(path)))
 
 
 def write_replay_capture(inputs: list[Path], out: Path, pps: int) -> int:
@@ -313,7 +311,8 @@ def write_replay_capture(inputs: list[Path], out: Path, pps: int) -> int:
     with out.open("wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262_144, LINKTYPE_ETHERNET))
         for path in inputs:
-            for _ts, _linktype, data, _wire_len in read_frames(str(path)):
+            for _ts, _linktype, buf, at, caplen, _wire_len in read_frames(str(path)):
+                data = buf[at : at + caplen]
                 sec, usec = divmod(REPLAY_EPOCH_NS // 1000 + count * 1_000_000 // pps, 1_000_000)
                 f.write(struct.pack("<IIII", sec, usec, len(data), len(data)) + data)
                 count += 1

@@ -11,6 +11,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
 
+from sensor.capture.files import Frame, frame
 from sensor.flows.table import NS, FlowSettings
 from sensor.model import FlowRecord
 from sensor.pipeline import Engine
@@ -25,13 +26,11 @@ def client_hello_record(server_name: str) -> bytes:
     return record(22, handshake(1, body), version=0x0301)
 
 
-def frames(
-    packets: Iterable[Packet], start: int = 1_700_000_000 * NS
-) -> list[tuple[int, int, bytes, int]]:
+def frames(packets: Iterable[Packet], start: int = 1_700_000_000 * NS) -> list[Frame]:
     out = []
     for i, p in enumerate(packets):
         data = bytes(p)
-        out.append((start + i * 1_000_000, 1, data, len(data)))
+        out.append(frame(start + i * 1_000_000, 1, data, len(data)))
     return out
 
 
@@ -136,7 +135,7 @@ def test_snap_length_cut_stops_inspection_without_corrupting() -> None:
     data = bytes(pkt)
     cut = data[: len(data) - 20]
     rows = frames(session([]))
-    rows.append((rows[-1][0] + 1, 1, cut, len(data)))
+    rows.append(frame(rows[-1][0] + 1, 1, cut, len(data)))
     records: list[FlowRecord] = []
     engine = Engine(FlowSettings(), records.append)
     engine.run(rows)
@@ -154,9 +153,9 @@ def test_counters_for_non_ip_fragments_and_garbage() -> None:
     ]
     rows = [
         *frames(pkts),
-        (0, 1, b"\x00" * 13, 13),
-        (0, 1, bytes(Ether(type=2048)) + b"E\x00", 16),
-        (0, 9999, b"xx", 2),
+        frame(0, 1, b"\x00" * 13, 13),
+        frame(0, 1, bytes(Ether(type=2048)) + b"E\x00", 16),
+        frame(0, 9999, b"xx", 2),
     ]
     engine, _records = run([])
     engine.run(rows)
@@ -179,10 +178,52 @@ def test_counters_for_non_ip_fragments_and_garbage() -> None:
 def test_random_frames_never_escape_and_are_all_counted(rows: list[tuple[int, bytes]]) -> None:
     records: list[FlowRecord] = []
     engine = Engine(FlowSettings(), records.append)
-    engine.run([(i * NS, lt, data, len(data)) for i, (lt, data) in enumerate(rows)])
+    engine.run([frame(i * NS, lt, data, len(data)) for i, (lt, data) in enumerate(rows)])
     engine.flush()
     assert engine.stats.packets == len(rows)
     assert "internal_error" not in engine.stats.decode_errors
+
+
+def outcome(rows: list[Frame]) -> tuple[object, ...]:
+    """Everything an engine made of ``rows``: its counters and its flow records."""
+    records: list[FlowRecord] = []
+    engine = Engine(FlowSettings(), records.append)
+    engine.run(rows)
+    engine.flush()
+    s = engine.stats
+    return s.packets, s.bytes, s.non_ip, s.decode_errors, s.other_protocols, records
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, 1, 1, 101, 113, 228]),
+            st.integers(0, 7),  # which packet of the session, then cut to...
+            st.integers(0, 200),  # ...at most this many bytes
+            st.binary(max_size=40),  # bytes before it in the buffer
+            st.binary(max_size=40),  # and after it
+        ),
+        max_size=20,
+    )
+)
+def test_a_packet_read_inside_a_larger_buffer_is_the_packet_alone(
+    rows: list[tuple[int, int, int, bytes, bytes]],
+) -> None:
+    """A reader hands out each packet as a slice of its read buffer: nothing before or after the
+    slice may show, whether the packet takes the inline decode or the decoders (other link
+    types, cut headers)."""
+    request = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n"
+    packets = [bytes(p) for p in session([(0, request)], [(0, b"HTTP/1.1 200 OK\r\n\r\n")])]
+    alone, inside = [], []
+    for i, (lt, which, cut, before, after) in enumerate(rows):
+        data = packets[which % len(packets)]
+        if lt != 1:
+            data = data[14:] if lt in (101, 228) else bytes(2) + data
+        data = data[:cut]
+        alone.append(frame(i * NS, lt, data, len(data)))
+        inside.append((i * NS, lt, before + data + after, len(before), len(data), len(data)))
+    assert outcome(inside) == outcome(alone)
 
 
 def test_time_going_back_ends_the_old_timeline() -> None:
@@ -227,7 +268,7 @@ def _via_both_paths(
     for linktype, prefix in ((1, bytes(Ether(type=0x0800))), (228, b"")):
         records: list[FlowRecord] = []
         engine = Engine(FlowSettings(), records.append)
-        engine.run([(i * NS, linktype, prefix + p, len(p)) for i, p in enumerate(ip_packets)])
+        engine.run([frame(i * NS, linktype, prefix + p, len(p)) for i, p in enumerate(ip_packets)])
         engine.flush()
         views.append(
             [

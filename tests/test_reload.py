@@ -31,6 +31,7 @@ from sensor.capture.files import read_frames
 from sensor.config import Settings, load_settings
 from sensor.metrics import Metrics
 from sensor.reload import ConfigWatcher
+from tests.capbuild import plain
 
 REPO = Path(__file__).resolve().parents[1]
 NS = 1_000_000_000
@@ -165,7 +166,7 @@ def pcap_record(at_s: float, frame: bytes) -> bytes:
 
 
 def test_packet_builder_matches_the_project_capture() -> None:
-    frames = list(read_frames(str(REPO / "pcaps" / "ad-discovery.pcap")))
+    frames = plain(read_frames(str(REPO / "pcaps" / "ad-discovery.pcap")))
     assert frames[0] == (T0_S * NS, 1, discovery("10.20.0.31"), 102)
     lab = discovery("10.20.0.32", 987654321, 0x3200, b"LAB-01", b"bob")
     assert frames[2] == (T0_S * NS + 7_250_000_000, 1, lab, 94)

@@ -6,7 +6,7 @@ blocks, copies each frame out (the ring slot is reused) and hands each block bac
 last frame is taken. No system call is made per packet: one ``poll`` per idle wait, one header
 unpack and one slice per frame.
 
-Frames are the tuples of :mod:`sensor.capture.files`: ``(ts_ns, linktype, data, wire_len)``.
+Frames are the tuples of :mod:`sensor.capture.files`, each a copy of its packet out of the ring.
 A tcpdump-style filter is compiled once by libpcap (through scapy) and attached to the socket in
 the kernel, before the socket is bound, so no unfiltered packet reaches the ring.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from sensor.capture.files import Frame
+from sensor.capture.files import Frame, frame
 
 __all__ = ["CaptureSetupError", "Frame", "RingCapture", "RingSettings", "compile_bpf"]
 
@@ -341,7 +341,7 @@ class RingCapture:
                     if status & TP_STATUS_VLAN_VALID and ethernet:
                         data = _with_vlan(data, status, tci, tpid)
                         wire += 4
-                    yield (sec * 1_000_000_000 + nsec, linktype, data, wire)
+                    yield frame(sec * 1_000_000_000 + nsec, linktype, data, wire)
                 BLOCK_STATUS.pack_into(ring, base + BLOCK_STATUS_AT, TP_STATUS_KERNEL)
                 block = block + 1 if block + 1 < count else 0
                 left = -1

@@ -1,7 +1,8 @@
 """Capture file readers: classic pcap, pcapng, gzip-compressed either, and standard input.
 
-Every reader yields frames as plain tuples ``(ts_ns, linktype, data, wire_len)``. The reading
-itself is compiled, in ``sensor.capture.formats``; this module is its public face.
+Every reader yields frames as plain tuples ``(ts_ns, linktype, buf, offset, caplen, wire_len)``:
+the packet is ``buf[offset : offset + caplen]``. The reading itself is compiled, in
+``sensor.capture.formats``; this module is its public face.
 """
 
 from __future__ import annotations
@@ -15,10 +16,22 @@ from sensor.capture.formats import (
     CaptureError,
     Frame,
     capture_frames,
+    frame,
+    frame_bytes,
 )
 from sensor.decode.sieve import Sieve
 
-__all__ = ["CHUNK", "MAX_BLOCK", "MAX_RECORD", "CaptureError", "Frame", "read_frames", "read_many"]
+__all__ = [
+    "CHUNK",
+    "MAX_BLOCK",
+    "MAX_RECORD",
+    "CaptureError",
+    "Frame",
+    "frame",
+    "frame_bytes",
+    "read_frames",
+    "read_many",
+]
 
 
 def read_frames(path: str, sieve: Sieve | None = None) -> Iterator[Frame]:

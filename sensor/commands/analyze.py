@@ -221,7 +221,7 @@ def _with_progress(frames: Iterable[Frame], path: str, size: int) -> Iterator[Fr
     try:
         for frame in frames:
             n += 1
-            pos += 16 + len(frame[2])
+            pos += 16 + frame[4]  # record header and captured bytes (pcap)
             if not n % PROGRESS_EVERY:
                 pct = min(100, 100 * pos // max(size, 1))
                 sys.stderr.write(f"\r{os.path.basename(path)}: {n:,} packets {pct:3d}%")

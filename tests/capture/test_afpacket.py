@@ -32,11 +32,11 @@ from sensor.capture.afpacket import (
     BPF_RET_K,
     MAX_SNAPLEN,
     CaptureSetupError,
-    Frame,
     RingCapture,
     RingSettings,
     compile_bpf,
 )
+from tests.capbuild import Frame, plain
 
 REPO = Path(__file__).resolve().parents[2]
 CAPTURE_IF = "rmmcap0"
@@ -217,10 +217,10 @@ def collect(cap: RingCapture, count: int, seconds: float = 5.0, settle: float = 
     got: list[Frame] = []
     deadline = time.monotonic() + seconds
     while len(got) < count and time.monotonic() < deadline:
-        got.extend(cap.frames(20))
+        got.extend(plain(cap.frames(20)))
     end = time.monotonic() + settle  # longer than the block timeouts used here
     while time.monotonic() < end:
-        got.extend(cap.frames(20))
+        got.extend(plain(cap.frames(20)))
     return got
 
 
@@ -431,7 +431,7 @@ def test_consumer_stopping_mid_block_resumes_without_duplicates(lab: Lab) -> Non
     got: list[Frame] = []
     for take in (1, 4, 10):
         stream = cap.frames(100)
-        got.extend(next(stream) for _ in range(take))
+        got.extend(plain(next(stream) for _ in range(take)))
         stream.close()
     got.extend(collect(cap, 30 - len(got)))
     assert [data for _ts, _lt, data, _wire in got] == frames

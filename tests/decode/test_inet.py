@@ -32,6 +32,7 @@ from tests.capbuild import (
     ipv4,
     ipv6,
     opts_ext,
+    plain,
     routing_ext,
     tcp,
     udp,
@@ -491,7 +492,7 @@ def test_real_capture_keys_match_tshark(name: str) -> None:
             args, capture_output=True, text=True, check=True
         ).stdout.splitlines()
     ]
-    frames = list(read_frames(path))
+    frames = plain(read_frames(path))
     assert len(rows) == len(frames)
     decoded = 0
     for (_ts, linktype, data, _wire), row in zip(frames, rows, strict=True):

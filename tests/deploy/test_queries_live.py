@@ -52,6 +52,7 @@ import yaml
 
 from bench.netns import Namespace
 from sensor.capture.files import read_frames
+from tests.capbuild import plain
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -343,7 +344,7 @@ def build_replay(tmp: Path) -> Path:
     # The junk first: it evicts only itself, and the flows that follow end as they would.
     frames = junk_flows() + truncated_ipv4()
     for capture in (PCAPS / "demo-mixed.pcap", PCAPS / "sc-web-onprem-8040.pcap", chain):
-        frames += [data for _ts, _lt, data, _len in read_frames(str(capture))]
+        frames += [data for _ts, _lt, data, _len in plain(read_frames(str(capture)))]
     frames += exploit_flow()
     out = tmp / "replay.pcap"
     write_pcap(frames, out)

@@ -35,7 +35,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisWarning
 
 from sensor.analysis import Detection, Sessions, Verdicts
-from sensor.capture.files import CaptureError, Frame, read_frames
+from sensor.capture import formats
+from sensor.capture.files import CaptureError, read_frames
 from sensor.config import PolicySettings, load_settings
 from sensor.decode.inet import PROTO_TCP, PROTO_UDP, decode_transport
 from sensor.decode.link import ETH_IPV4, ETH_IPV6, DecodeError, network_offset
@@ -54,6 +55,7 @@ from sensor.signatures.schema import load_tool_file
 from sensor.text import escape
 from sensor.yamlsource import SourceError, load_yaml
 from tests import capbuild
+from tests.capbuild import Frame, framed, plain
 from tests.robustness.test_properties import enrich_records, record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +106,7 @@ def build_corpus() -> Corpus:
         data = path.read_bytes()
         if len(data) <= MAX_CAPTURE_FILE:
             corpus.files.append(data)
-        frames = list(read_frames(str(path)))[:MAX_FRAMES_PER_CAPTURE]
+        frames = plain(read_frames(str(path)))[:MAX_FRAMES_PER_CAPTURE]
         corpus.frames.append(frames)
         streams: dict[bytes, bytearray] = {}
         for _ts, linktype, frame, _wire in frames:
@@ -243,8 +245,9 @@ def check_reader(data: bytes) -> None:
     stdin = sys.stdin
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.BytesIO(data)))
     try:
-        for ts, linktype, frame, wire_len in read_frames("-"):
-            assert isinstance(ts, int) and isinstance(frame, bytes)
+        for ts, linktype, buf, at, caplen, wire_len in read_frames("-"):
+            assert isinstance(ts, int) and isinstance(buf, bytes)
+            assert at >= 0 and caplen >= 0 and at + caplen <= len(buf)
             assert 0 <= linktype <= 0xFFFF and wire_len >= 0
     except CaptureError as exc:
         assert exc.offset >= 0
@@ -295,7 +298,7 @@ class Pipeline:
             on_tick=sessions.tick,
             on_exploit=verdicts.exploit,
         )
-        detection.run(frames)
+        detection.run(framed(frames))
         detection.finish()
         sessions.finish()
         errors = dict(detection.engine.stats.decode_errors)
@@ -328,14 +331,14 @@ class ShardSieve:
         )
         engine = detection.engine
 
-        def sieved() -> Iterator[Frame]:
+        def sieved() -> Iterator[formats.Frame]:
             # As the capture reader asks, record by record, after the engine's previous packet.
-            for frame in frames:
-                ts, linktype, data, _wire = frame
-                if engine.sieve is None or not engine.sieve.drops(linktype, data, 0, len(data), ts):
+            for frame in framed(frames):
+                ts, linktype, buf, at, caplen, _wire = frame
+                if engine.sieve is None or not engine.sieve.drops(linktype, buf, at, caplen, ts):
                     yield frame
 
-        detection.run(sieved() if sieve else frames)
+        detection.run(sieved() if sieve else framed(frames))
         detection.finish()
         return flows, sessions, detection.snapshot()
 

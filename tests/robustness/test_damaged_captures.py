@@ -412,7 +412,7 @@ def test_gzip_compressed_damage(analyze: Analyze, tmp_path: Path, path: Path) ->
 
 
 def demo_as_pcapng(big_endian: bool) -> bytes:
-    frames = list(read_frames(str(REPO / "pcaps" / "demo-mixed.pcap")))
+    frames = capbuild.plain(read_frames(str(REPO / "pcaps" / "demo-mixed.pcap")))
     return capbuild.mixed_pcapng(frames, big_endian=big_endian).data
 
 
@@ -447,7 +447,7 @@ def test_pcapng_with_every_block_kind(analyze: Analyze, tmp_path: Path, big_endi
 
 
 def test_big_endian_nanosecond_pcap(analyze: Analyze, tmp_path: Path) -> None:
-    frames = list(read_frames(str(REPO / "pcaps" / "demo-mixed.pcap")))
+    frames = capbuild.plain(read_frames(str(REPO / "pcaps" / "demo-mixed.pcap")))
     data = capbuild.pcap(frames, big_endian=True, nanos=True).data
     lay = layout(data)
     c = Checker(analyze, tmp_path, data, ".pcap")

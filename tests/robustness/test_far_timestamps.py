@@ -32,7 +32,9 @@ LAST_SECOND_S = 253_402_300_799  # 9999-12-31T23:59:59Z
 def shifted_capture(tmp_path: Path, offset_s: int) -> Path:
     frames = [
         (ts + offset_s * NS, lt, data, wire)
-        for ts, lt, data, wire in read_frames(str(REPO / "pcaps" / "demo-mixed.pcap"))
+        for ts, lt, data, wire in capbuild.plain(
+            read_frames(str(REPO / "pcaps" / "demo-mixed.pcap"))
+        )
     ]
     iface = capbuild.Iface(tsoffset=offset_s)
     built = capbuild.pcapng([[iface]], frames, [(0, 0, "epb")] * len(frames), extras=False)
