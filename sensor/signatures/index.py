@@ -89,8 +89,14 @@ class _FieldIndex:
     def candidates(self, values: Iterable[Any], field: str) -> list[tuple[Signature, Condition]]:
         # A list, not a generator: most flows find nothing, and an empty list costs least.
         found: list[tuple[Signature, Condition]] = []
+        exact = self.exact
         for v in values:
-            found.extend(self.exact.get(v, ()))
+            # Asked only when there is something to find: a lookup hashes its key first, and a
+            # payload value is a flow's first bytes (hundreds of them, for every flow).
+            if exact:
+                hit = exact.get(v)
+                if hit is not None:
+                    found.extend(hit)
             if isinstance(v, str):
                 if self.suffix:
                     for s in _label_suffixes(v):
