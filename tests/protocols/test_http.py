@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import dpkt
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sensor.protocols import http
 from sensor.protocols.errors import ParseError
 from sensor.protocols.http import (
     HttpRequest,
@@ -568,3 +571,58 @@ def test_split_query_accepts_any_text(target: str) -> None:
     path, query = split_query(target)
     assert target.startswith(path)
     assert all(isinstance(v, list) for v in query.values())
+
+
+# --- the field-line scan against a plain statement of the rule --------------------------------
+
+_FIELD_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\n]*")
+_KEPT = (b"host", b"user-agent", b"content-type", b"content-length", b"transfer-encoding",
+         b"server", b"location")  # fmt: skip
+
+
+def fields_by_rule(lines: bytes) -> dict[bytes, bytes]:
+    """The rule ``_header_fields`` implements, line by line: when every line is "name:value"
+    with a token name, each kept field's first value (Content-Length copies joined); otherwise
+    the folding parser decides."""
+    split = lines.split(b"\n")[1:]
+    if not all(_FIELD_LINE.fullmatch(line) for line in split):
+        return http._folded_header_fields([http._without_cr(line) for line in split])
+    fields: dict[bytes, bytes] = {}
+    for line in split:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = http._without_cr(value).strip(b" \t")
+        if name in _KEPT and name not in fields:
+            fields[name] = value
+        elif name == b"content-length":
+            fields[name] += b"," + value
+    return fields
+
+
+def outcome(parse: Callable[[bytes], dict[bytes, bytes]], lines: bytes) -> object:
+    try:
+        return parse(lines)
+    except ParseError as exc:
+        return str(exc)
+
+
+_PIECES = [b"\n", b"\r", b"\r\n", b":", b": ", b" ", b"\t", b"Host", b"HOST", b"host",
+           b"Content-Length", b"content-length", b"Server", b"Location", b"User-Agent",
+           b"Transfer-Encoding", b"Content-Type", b"Accept", b"X-Id", b"h", b"s", b"c", b"l",
+           b"-", b"@", b"\x00", b"\xff", b"7", b"a.example"]  # fmt: skip
+
+
+@settings(max_examples=1500)
+@given(st.lists(st.sampled_from(_PIECES), max_size=16), st.binary(max_size=8))
+def test_field_scan_follows_the_rule(pieces: list[bytes], tail: bytes) -> None:
+    lines = b"\n" + b"".join(pieces) + tail
+    assert outcome(http._header_fields, lines) == outcome(fields_by_rule, lines)
+
+
+@pytest.mark.parametrize("data", [*REAL_REQUESTS, *REAL_RESPONSES])
+def test_field_scan_follows_the_rule_on_real_heads(data: bytes) -> None:
+    end = data.find(b"\r\n\r\n")
+    first = data.find(b"\n")
+    assert 0 < first < end
+    lines = data[first:end]
+    assert outcome(http._header_fields, lines) == outcome(fields_by_rule, lines)
