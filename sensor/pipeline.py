@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from mypy_extensions import i64
+
 from sensor.capture.formats import Frame
 from sensor.decode.inet import PROTO_TCP, PROTO_UDP, decode_transport
 from sensor.decode.link import ETH_IPV4, ETH_IPV6, DecodeError, network_offset
@@ -148,6 +150,10 @@ class Engine:
         others = stats.other_protocols
         packets = bytes_seen = non_ip = 0
         next_expiry = self._next_expiry
+        # The packet's offset and length as 64-bit integers: the inline decode's index arithmetic
+        # compiles to plain machine operations.
+        at: i64 = 0
+        size: i64 = 0
         backwards = self.backwards
         earliest = next_expiry - backwards
         ts = stats.last_packet_ns
@@ -181,34 +187,36 @@ class Engine:
                     # The packet is data[o : o + caplen]. The offsets below (l4, start, end)
                     # index data itself, which the uncommon cases make a copy of the packet.
                     data = buf
+                    at = o
+                    size = caplen
                     if (
                         linktype == 1
-                        and caplen >= 54
+                        and size >= 54
                         # Single bytes, not a slice: no object made per packet.
-                        and data[o + 12] == 0x08
-                        and data[o + 13] == 0x00
-                        and data[o + 14] == 0x45
-                        and not data[o + 20] & 0x3F
-                        and not data[o + 21]
-                        and (proto := data[o + 23]) in (PROTO_TCP, PROTO_UDP)
+                        and data[at + 12] == 0x08
+                        and data[at + 13] == 0x00
+                        and data[at + 14] == 0x45
+                        and not data[at + 20] & 0x3F
+                        and not data[at + 21]
+                        and (proto := data[at + 23]) in (PROTO_TCP, PROTO_UDP)
                     ):
                         # The common case decoded inline: Ethernet, IPv4 without options, not a
                         # fragment, TCP or UDP. Everything else takes decode_transport.
-                        end = o + 14 + ((data[o + 16] << 8) | data[o + 17])
-                        truncated = end > o + caplen
+                        end = at + 14 + ((data[at + 16] << 8) | data[at + 17])
+                        truncated = end > at + size
                         if truncated:
-                            end = o + caplen
-                        l4 = o + 34
-                        key = data[o + 26 : o + 38]
+                            end = at + size
+                        l4 = at + 34
+                        key = data[at + 26 : at + 38]
                         if proto == PROTO_TCP:
-                            start = l4 + ((data[o + 46] >> 4) << 2)
-                            ordinary = o + 54 <= start <= end
+                            start = l4 + ((data[at + 46] >> 4) << 2)
+                            ordinary = at + 54 <= start <= end
                         else:
-                            start = o + 42
+                            start = at + 42
                             ordinary = start <= end
                         if not ordinary:
                             # The decoders read a packet of its own, from its first byte.
-                            data = buf[o : o + caplen]
+                            data = buf[at : at + size]
                             proto, key, l4, start, end, truncated = decode_transport(
                                 data, 14, ETH_IPV4
                             )
