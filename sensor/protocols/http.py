@@ -95,9 +95,11 @@ _KEPT_FIELDS: Final = frozenset(
         b"location",
     }
 )
-# Byte -> 1 if a kept field's name may start with it (either case): other names are not read.
-_KEPT_FIRST: Final = bytes(
-    1 if any(bytes((c,)).lower() == name[:1] for name in _KEPT_FIELDS) else 0 for c in range(256)
+# Name length -> the kept field of that length, or b"" (no two kept names share a length), so a
+# line's name is compared with one candidate, in place.
+_KEPT_BY_LENGTH: Final = tuple(
+    next((name for name in _KEPT_FIELDS if len(name) == n), b"")
+    for n in range(max(map(len, _KEPT_FIELDS)) + 1)
 )
 
 
@@ -385,14 +387,24 @@ def _header_fields(lines: bytes | None) -> dict[bytes, bytes]:
 
 def _keep_field(fields: dict[bytes, bytes], lines: bytes, start: i64, colon: i64, end: i64) -> None:
     """Add the field line ``lines[start:end]`` (its ":" at ``colon``) if it is a kept field."""
-    if _KEPT_FIRST[lines[start]]:
-        name = lines[start:colon].lower()
-        if name in _KEPT_FIELDS:
-            value = _without_cr(lines[colon + 1 : end]).strip(_OWS)
-            if name not in fields:
-                fields[name] = value
-            elif name == b"content-length":
-                fields[name] = b"%s,%s" % (fields[name], value)
+    length = colon - start
+    if length >= len(_KEPT_BY_LENGTH):
+        return
+    name = _KEPT_BY_LENGTH[length]
+    if not name:
+        return
+    i: i64 = 0
+    while i < length:
+        # ASCII case folding: the kept names are lowercase letters and "-", and the name is
+        # token bytes only (so no CR, the one other byte that "| 0x20" turns into "-").
+        if lines[start + i] | 0x20 != name[i]:
+            return
+        i += 1
+    value = _without_cr(lines[colon + 1 : end]).strip(_OWS)
+    if name not in fields:
+        fields[name] = value
+    elif name == b"content-length":
+        fields[name] = b"%s,%s" % (fields[name], value)
 
 
 def _folded_header_fields(lines: list[bytes]) -> dict[bytes, bytes]:

@@ -626,3 +626,18 @@ def test_field_scan_follows_the_rule_on_real_heads(data: bytes) -> None:
     assert 0 < first < end
     lines = data[first:end]
     assert outcome(http._header_fields, lines) == outcome(fields_by_rule, lines)
+
+
+@given(st.sampled_from(_KEPT), st.lists(st.booleans(), min_size=17, max_size=17))
+def test_each_kept_field_is_read_in_any_case(name: bytes, upper: list[bool]) -> None:
+    cases = upper[: len(name)]
+    spelled = bytes(
+        c - 0x20 if up and 0x61 <= c <= 0x7A else c for c, up in zip(name, cases, strict=True)
+    )
+    lines = b"\nAccept: */*\r\n" + spelled + b": \tvalue 1 \r\nX-Other: 2"
+    assert http._header_fields(lines) == {name: b"value 1"}
+    # One byte off (a letter for another, a hyphen for an underscore) is another field.
+    for i in range(len(name)):
+        other = spelled[:i] + (b"_" if spelled[i] == 0x2D else b"q") + spelled[i + 1 :]
+        if other.lower() != name:
+            assert http._header_fields(b"\n" + other + b": v") == {}
