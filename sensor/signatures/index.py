@@ -88,31 +88,42 @@ class _FieldIndex:
 
     def candidates(self, values: Iterable[Any], field: str) -> list[tuple[Signature, Condition]]:
         # A list, not a generator: most flows find nothing, and an empty list costs least.
+        # Each table is asked only when it holds something: a lookup hashes its key first, and
+        # a payload value is a flow's first bytes (hundreds of them, for every flow).
         found: list[tuple[Signature, Condition]] = []
         exact = self.exact
+        suffix = self.suffix
         for v in values:
-            # Asked only when there is something to find: a lookup hashes its key first, and a
-            # payload value is a flow's first bytes (hundreds of them, for every flow).
             if exact:
                 hit = exact.get(v)
                 if hit is not None:
                     found.extend(hit)
             if isinstance(v, str):
-                if self.suffix:
-                    for s in _label_suffixes(v):
-                        found.extend(self.suffix.get(s, ()))
-                for length, table in self.prefix.items():
-                    found.extend(table.get(v[:length], ()))
+                if suffix:
+                    # The name, then what follows each of its dots: "a.b.com", "b.com", "com".
+                    hit = suffix.get(v)
+                    if hit is not None:
+                        found.extend(hit)
+                    dot = v.find(".")
+                    while dot >= 0:
+                        hit = suffix.get(v[dot + 1 :])
+                        if hit is not None:
+                            found.extend(hit)
+                        dot = v.find(".", dot + 1)
+                if self.prefix:
+                    for length, table in self.prefix.items():
+                        found.extend(table.get(v[:length], ()))
                 if self.tail:
                     # "$" also matches before a final newline
                     end = v[:-1] if v.endswith("\n") else v
                     for length, tails in self.tail.items():
                         found.extend(tails.get(end[-length:], ()))
-            elif isinstance(v, bytes):
+            elif isinstance(v, bytes) and self.byte_at:
                 for at, by_byte in self.byte_at.items():
                     if at < len(v):
                         found.extend(by_byte.get(v[at], ()))
-        found.extend(self.scan)
+        if self.scan:
+            found.extend(self.scan)
         return found
 
 
@@ -200,15 +211,6 @@ def _top_level_bar(regex: str) -> bool:
             return True
         i += 1
     return False
-
-
-def _label_suffixes(name: str) -> Iterable[str]:
-    """'a.b.example.com' -> itself, 'b.example.com', 'example.com', 'com'."""
-    yield name
-    pos = name.find(".")
-    while pos >= 0:
-        yield name[pos + 1 :]
-        pos = name.find(".", pos + 1)
 
 
 class SignatureIndex:
