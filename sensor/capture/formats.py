@@ -168,17 +168,35 @@ def pcap_frames(stream: Stream, magic: bytes, sieve: Sieve | None = None) -> Ite
     buf = b""
     pos: i64 = 0
     base: i64 = 24  # stream offset of buf[0]
+    after = b""  # the chunk a record that straddled two chunks ended in, read on from ``resume``
+    resume: i64 = 0
     while True:
-        chunk = stream.chunk(CHUNK)
-        if not chunk:
-            if pos < len(buf):
-                raise CaptureError(
-                    path, base + pos, f"truncated record: {len(buf) - pos} bytes at end of file"
-                )
-            return
-        buf = buf[pos:] + chunk
-        base += pos
-        pos = 0
+        left: i64 = len(buf) - pos  # bytes of a record that continues in the next chunk
+        if after:
+            buf, after = after, b""
+            base += pos - resume
+            pos = resume
+        else:
+            chunk = stream.chunk(CHUNK)
+            if not chunk:
+                if left:
+                    raise CaptureError(
+                        path, base + pos, f"truncated record: {left} bytes at end of file"
+                    )
+                return
+            need = _rest_of_record(buf, pos, chunk, little) if left else 0
+            if not left:
+                buf = chunk
+            elif 0 < need < len(chunk):
+                # Only the straddling record is joined, not the whole chunk behind it: that
+                # one record is read from the join, then the chunk from where it ends.
+                after = chunk
+                resume = need
+                buf = buf[pos:] + chunk[:need]
+            else:
+                buf = buf[pos:] + chunk
+            base += pos
+            pos = 0
         end_buf: i64 = len(buf)
         # Hot loop: one slice per record. The header fields are assembled from single bytes
         # into 64-bit integers, which the compiled build turns into plain machine arithmetic
@@ -203,6 +221,20 @@ def pcap_frames(stream: Stream, magic: bytes, sieve: Sieve | None = None) -> Ite
             if sieve is None or not sieve.drops(linktype, buf, pos + 16, incl, ts):
                 yield int(ts), linktype, buf, int(pos + 16), int(incl), int(orig)
             pos = end
+
+
+def _rest_of_record(buf: bytes, pos: i64, chunk: bytes, little: bool) -> i64:
+    """How many bytes of ``chunk`` complete the record begun at ``buf[pos:]``; 0 when its header
+    is not complete yet, or when the length it gives is implausible (the main loop reports it)."""
+    head = buf[pos : pos + 16]
+    if len(head) < 16:
+        head += chunk[: 16 - len(head)]
+        if len(head) < 16:
+            return 0
+    incl = _le32(head, 8) if little else _be32(head, 8)
+    if incl > MAX_RECORD:
+        return 0
+    return 16 + incl - (len(buf) - pos)
 
 
 def _le32(b: bytes, i: i64) -> i64:

@@ -376,6 +376,25 @@ def test_truncated_at_every_offset(fmt: str) -> None:
         assert err is None or (err.path == "-" and str(offset) in str(err))
 
 
+@pytest.mark.parametrize("fmt", ["pcap-le-us", "pcap-be-ns"])
+def test_truncated_around_the_read_chunk_edges(fmt: str) -> None:
+    """Records that straddle two reads are joined alone; a cut anywhere near where one read
+    ends and the next begins still yields exactly the records before it, and names its start."""
+    frame = ethernet(0x0800, v4_tcp(b"z" * 1400))
+    frames = [(T + i * 1000, 1, frame[: 60 + i * 37 % 1400], len(frame)) for i in range(400)]
+    built = FORMATS[fmt](frames)
+    assert len(built.data) > 3 * CHUNK
+    # The first read after the file header returns what the 8 KiB buffer holds; the next ones
+    # return a chunk each.
+    edges = [8192 + k * CHUNK for k in range(3)]
+    for cut in sorted({c for e in edges for c in range(e - 1500, e + 1500, 7)}):
+        expected, offset = expected_after_cut(built, cut)
+        with stdin_of(built.data[:cut]):
+            got, err = read_until_error("-")
+        assert got == expected, cut
+        assert (err.offset if err else None) == offset, cut
+
+
 @pytest.mark.parametrize("fmt", ["pcap-le-us", "pcapng-be"])
 def test_truncated_gzip_keeps_the_frames_before_the_damage(fmt: str) -> None:
     plain = FORMATS[fmt](sample_frames())
