@@ -1,8 +1,9 @@
 """The engine: frames -> decode -> flow table -> protocol parsers -> flow records.
 
 Stages, in order:
-  1. capture source yields ``(ts_ns, linktype, buf, offset, caplen, wire_len)`` tuples, the
-     packet being ``buf[offset : offset + caplen]`` (no copy per packet);
+  1. capture source: records advanced one by one (``sensor.capture.formats.Records``), each
+     frame ``(ts_ns, linktype, buf, offset, caplen, wire_len)``, the packet being
+     ``buf[offset : offset + caplen]`` (no copy per packet);
   2. link + IP + TCP/UDP decode (``sensor.decode``), inline for Ethernet/IPv4;
   3. the flow table finds the packet's flow and direction with one dict lookup;
   4. while a direction is still inspected, its in-order bytes go to the protocol parsers
@@ -24,7 +25,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from sensor.capture.formats import Frame
+from sensor.capture.formats import Frame, FrameRecords, Records
 from sensor.decode.inet import PROTO_TCP, PROTO_UDP, decode_transport
 from sensor.decode.link import ETH_IPV4, ETH_IPV6, DecodeError, network_offset
 from sensor.decode.sieve import Sieve
@@ -150,10 +151,8 @@ class Engine:
         others = stats.other_protocols
         packets = bytes_seen = non_ip = 0
         next_expiry = self._next_expiry
-        # The packet's offset and length as 64-bit integers: the inline decode's index arithmetic
-        # compiles to plain machine operations.
-        at: i64 = 0
-        size: i64 = 0
+        # A capture file's records are read field by field; other frames through an adapter.
+        records = frames if isinstance(frames, Records) else FrameRecords(frames)
         backwards = self.backwards
         earliest = next_expiry - backwards
         ts = stats.last_packet_ns
@@ -163,7 +162,15 @@ class Engine:
             sieve.set_clock(next_expiry)
             sieve.reading = False
         try:
-            for ts, linktype, buf, o, caplen, wire_len in frames:
+            while records.advance():
+                ts = records.ts
+                linktype = records.linktype
+                buf = records.buf
+                # The packet's offset and length as 64-bit integers: the inline decode's index
+                # arithmetic compiles to plain machine operations.
+                at: i64 = records.at
+                size: i64 = records.caplen
+                wire_len: i64 = records.wire_len
                 # Timeouts run on packet time, checked before the packet joins its flow.
                 if not earliest <= ts < next_expiry:
                     if ts >= next_expiry:
@@ -187,8 +194,6 @@ class Engine:
                     # The packet is data[o : o + caplen]. The offsets below (l4, start, end)
                     # index data itself, which the uncommon cases make a copy of the packet.
                     data = buf
-                    at = o
-                    size = caplen
                     if (
                         linktype == 1
                         and size >= 54
@@ -221,8 +226,8 @@ class Engine:
                                 data, 14, ETH_IPV4
                             )
                     else:
-                        if o or caplen != len(buf):
-                            data = buf[o : o + caplen]
+                        if at or size != len(buf):
+                            data = buf[at : at + size]
                         if linktype == 1 and data[12:14] == ETHERTYPE_IPV4:
                             off = 14
                             ethertype = ETH_IPV4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.dns import DNS, DNSQR, DNSRR
@@ -11,11 +12,12 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
 
-from sensor.capture.files import Frame, frame
+from sensor.capture.files import Frame, Records, frame, read_frames
 from sensor.flows.table import NS, FlowSettings
 from sensor.model import FlowRecord
 from sensor.pipeline import Engine
 from sensor.protocols.dns import DnsMessage
+from tests.capbuild import CAPTURES
 from tests.protocols.tlsbuild import client_hello_body, handshake, record, sni_ext
 
 C, S = "10.1.0.5", "203.0.113.9"
@@ -184,7 +186,7 @@ def test_random_frames_never_escape_and_are_all_counted(rows: list[tuple[int, by
     assert "internal_error" not in engine.stats.decode_errors
 
 
-def outcome(rows: list[Frame]) -> tuple[object, ...]:
+def outcome(rows: list[Frame] | Records) -> tuple[object, ...]:
     """Everything an engine made of ``rows``: its counters and its flow records."""
     records: list[FlowRecord] = []
     engine = Engine(FlowSettings(), records.append)
@@ -320,3 +322,13 @@ def test_inline_ipv4_path_agrees_with_the_general_decoder(
         packets.append(bytes(pkt))
     fast, general = _via_both_paths(packets)
     assert fast == general
+
+
+@pytest.mark.parametrize(
+    "name", ["bg-ndpi-1kxun.pcap", "bg-zeek-bro.org.pcap", "teamviewer-ndpi.pcap", "vnc-ndpi.pcap"]
+)
+def test_records_read_in_place_and_as_tuples_give_the_same_flows(name: str) -> None:
+    """The engine reads a capture's records field by field, other sources' frames as tuples:
+    the same frames give the same counters and flow records either way."""
+    path = str(CAPTURES / name)
+    assert outcome(read_frames(path)) == outcome(list(read_frames(path)))

@@ -1,8 +1,9 @@
 """Capture file readers: classic pcap, pcapng, gzip-compressed either, and standard input.
 
-Every reader yields frames as plain tuples ``(ts_ns, linktype, buf, offset, caplen, wire_len)``:
-the packet is ``buf[offset : offset + caplen]``. The reading itself is compiled, in
-``sensor.capture.formats``; this module is its public face.
+A capture is read as :class:`Records`, a cursor the engine advances frame by frame, or iterated
+as frame tuples ``(ts_ns, linktype, buf, offset, caplen, wire_len)``: the packet is
+``buf[offset : offset + caplen]``. The reading itself is compiled, in ``sensor.capture.formats``;
+this module is its public face.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from sensor.capture.formats import (
     MAX_RECORD,
     CaptureError,
     Frame,
-    capture_frames,
+    FrameRecords,
+    Records,
     frame,
     frame_bytes,
+    open_capture,
 )
 from sensor.decode.sieve import Sieve
 
@@ -27,6 +30,8 @@ __all__ = [
     "MAX_RECORD",
     "CaptureError",
     "Frame",
+    "FrameRecords",
+    "Records",
     "frame",
     "frame_bytes",
     "read_frames",
@@ -34,12 +39,14 @@ __all__ = [
 ]
 
 
-def read_frames(path: str, sieve: Sieve | None = None) -> Iterator[Frame]:
-    """Yield every frame of one capture file (``-`` is standard input).
+def read_frames(path: str, sieve: Sieve | None = None) -> Records:
+    """Every frame of one capture file (``-`` is standard input): records to advance through,
+    or to iterate as frame tuples. Raises CaptureError at once if the file cannot be opened or
+    has no capture header, and while reading at the first damaged record.
 
     With a sieve (a worker of several), frames of other shards' flows are left out.
     """
-    return capture_frames(path, sieve)
+    return open_capture(path, sieve)
 
 
 def read_many(paths: Iterable[str]) -> Iterator[Frame]:

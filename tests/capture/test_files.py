@@ -279,11 +279,11 @@ def open_handles(path: str) -> int:
 def test_the_file_is_closed_however_reading_ends(tmp_path: Path, fmt: str) -> None:
     built = FORMATS[fmt](sample_frames())
     path = write(tmp_path, "c", built.data)
-    frames = read_frames(path)
-    assert open_handles(path) == 0  # opened at the first frame asked for
+    records = read_frames(path)
+    assert open_handles(path) == 1  # opened, and its header read, at once
+    frames = iter(records)
     next(frames)
-    assert open_handles(path) == 1
-    del frames  # given up half-way: closed when collected, without a ResourceWarning
+    del records, frames  # given up half-way: closed when collected, without a ResourceWarning
     assert open_handles(path) == 0
     assert len(plain(read_frames(path))) == len(built.frames)
     assert open_handles(path) == 0
