@@ -86,7 +86,7 @@ class _FieldIndex:
         else:
             self.scan.append(entry)
 
-    def candidates(self, values: Iterable[Any], field: str) -> list[tuple[Signature, Condition]]:
+    def candidates(self, values: tuple[Any, ...], field: str) -> list[tuple[Signature, Condition]]:
         # A list, not a generator: most flows find nothing, and an empty list costs least.
         # Each table is asked only when it holds something: a lookup hashes its key first, and
         # a payload value is a flow's first bytes (hundreds of them, for every flow).
