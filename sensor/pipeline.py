@@ -191,8 +191,8 @@ class Engine:
                 bytes_seen += wire_len
                 owned = shards == 1
                 try:
-                    # The packet is data[o : o + caplen]. The offsets below (l4, start, end)
-                    # index data itself, which the uncommon cases make a copy of the packet.
+                    # The packet is buf[at : at + size]. The offsets below (l4, start, end)
+                    # index data: buf itself, or in the uncommon cases a copy of the packet.
                     data = buf
                     if (
                         linktype == 1

@@ -217,8 +217,11 @@ class PcapRecords(Records):
         # The chunk a record that straddled two chunks ended in, to be read on from ``_resume``.
         self._after = b""
         self._resume: i64 = 0
+        self._ended = False  # the stream ended (and its file is closed): nothing more to read
 
     def advance(self) -> bool:
+        if self._ended:
+            return False
         buf = self.buf
         pos = self._pos
         end_buf = self._end
@@ -267,6 +270,7 @@ class PcapRecords(Records):
             chunk = self._stream.chunk(CHUNK)
             if not chunk:
                 self._pos = pos
+                self._ended = True
                 self._stream.close()
                 if left:
                     raise CaptureError(

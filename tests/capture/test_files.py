@@ -285,8 +285,11 @@ def test_the_file_is_closed_however_reading_ends(tmp_path: Path, fmt: str) -> No
     next(frames)
     del records, frames  # given up half-way: closed when collected, without a ResourceWarning
     assert open_handles(path) == 0
-    assert len(plain(read_frames(path))) == len(built.frames)
-    assert open_handles(path) == 0
+    records = read_frames(path)
+    assert len(plain(records)) == len(built.frames)
+    assert open_handles(path) == 0  # closed at the end of the file, while still referenced
+    assert plain(records) == []  # read to the end: nothing more, and no error
+    del records
     damaged = write(tmp_path, "d", built.data[:-3])
     got, err = read_until_error(damaged)
     assert err is not None and got == list(built.frames)[: len(got)]
