@@ -194,6 +194,7 @@ class Engine:
                     # The packet is buf[at : at + size]. The offsets below (l4, start, end)
                     # index data: buf itself, or in the uncommon cases a copy of the packet.
                     data = buf
+                    ordinary = False
                     if (
                         linktype == 1
                         and size >= 54
@@ -219,13 +220,8 @@ class Engine:
                         else:
                             start = at + 42
                             ordinary = start <= end
-                        if not ordinary:
-                            # The decoders read a packet of its own, from its first byte.
-                            data = buf[at : at + size]
-                            proto, key, l4, start, end, truncated = decode_transport(
-                                data, 14, ETH_IPV4
-                            )
-                    else:
+                    if not ordinary:
+                        # The decoders read a packet of its own, from its first byte.
                         if at or size != len(buf):
                             data = buf[at : at + size]
                         if linktype == 1 and data[12:14] == ETHERTYPE_IPV4:

@@ -24,7 +24,7 @@ Frame = tuple[int, int, bytes, int]
 
 def plain(frames: Iterable[formats.Frame]) -> list[Frame]:
     """Reader output as (ts_ns, linktype, packet bytes, wire_len)."""
-    return [(ts, lt, buf[o : o + n], wire) for ts, lt, buf, o, n, wire in frames]
+    return [(f[0], f[1], formats.frame_bytes(f), f[5]) for f in frames]
 
 
 def framed(packets: Iterable[Frame]) -> list[formats.Frame]:

@@ -42,7 +42,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.netns import Namespace
-from sensor.capture.files import read_frames
+from sensor.capture.files import frame_bytes, read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTURES = REPO / ".." / "shared" / "captures"
@@ -311,8 +311,8 @@ def write_replay_capture(inputs: list[Path], out: Path, pps: int) -> int:
     with out.open("wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262_144, LINKTYPE_ETHERNET))
         for path in inputs:
-            for _ts, _linktype, buf, at, caplen, _wire_len in read_frames(str(path)):
-                data = buf[at : at + caplen]
+            for frame in read_frames(str(path)):
+                data = frame_bytes(frame)
                 sec, usec = divmod(REPLAY_EPOCH_NS // 1000 + count * 1_000_000 // pps, 1_000_000)
                 f.write(struct.pack("<IIII", sec, usec, len(data), len(data)) + data)
                 count += 1

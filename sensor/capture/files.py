@@ -20,9 +20,8 @@ from sensor.capture.formats import (
     Records,
     frame,
     frame_bytes,
-    open_capture,
+    read_frames,
 )
-from sensor.decode.sieve import Sieve
 
 __all__ = [
     "CHUNK",
@@ -37,16 +36,6 @@ __all__ = [
     "read_frames",
     "read_many",
 ]
-
-
-def read_frames(path: str, sieve: Sieve | None = None) -> Records:
-    """Every frame of one capture file (``-`` is standard input): records to advance through,
-    or to iterate as frame tuples. Raises CaptureError at once if the file cannot be opened or
-    has no capture header, and while reading at the first damaged record.
-
-    With a sieve (a worker of several), frames of other shards' flows are left out.
-    """
-    return open_capture(path, sieve)
 
 
 def read_many(paths: Iterable[str]) -> Iterator[Frame]:

@@ -116,10 +116,13 @@ class Stream:
         return data
 
 
-def open_capture(path: str, sieve: Sieve | None = None) -> Records:
-    """The frames of one capture file, pcap or pcapng, gzip-compressed or not (``-``: stdin).
+def read_frames(path: str, sieve: Sieve | None = None) -> Records:
+    """Every frame of one capture file, pcap or pcapng, gzip-compressed or not (``-``: stdin):
+    records to advance through, or to iterate as frame tuples. Raises CaptureError at once if
+    the file cannot be opened or has no capture header, and while reading at the first damaged
+    record.
 
-    The file is opened and its header read here; damage further on is raised while reading.
+    With a sieve (a worker of several), frames of other shards' flows are left out.
     """
     raw = _open(path)
     stream = Stream(raw, path, None if path == "-" else raw)
@@ -232,7 +235,7 @@ class PcapRecords(Records):
             # which the compiled build turns into plain machine arithmetic (no tuple, no call,
             # no overflow check: 32-bit fields cannot overflow it).
             while pos + 16 <= end_buf:
-                incl = _le32(buf, pos + 8) if little else _be32(buf, pos + 8)
+                incl = _u32(buf, pos + 8, little)
                 if incl > MAX_RECORD:
                     self._pos = pos
                     raise CaptureError(
@@ -243,15 +246,15 @@ class PcapRecords(Records):
                 end = pos + 16 + incl
                 if end > end_buf:
                     break
-                if little:
-                    ts = _le32(buf, pos) * 1_000_000_000 + _le32(buf, pos + 4) * self._frac_ns
-                else:
-                    ts = _be32(buf, pos) * 1_000_000_000 + _be32(buf, pos + 4) * self._frac_ns
+                ts = (
+                    _u32(buf, pos, little) * 1_000_000_000
+                    + _u32(buf, pos + 4, little) * self._frac_ns
+                )
                 if sieve is None or not sieve.drops(self.linktype, buf, pos + 16, incl, ts):
                     self.ts = ts
                     self.at = pos + 16
                     self.caplen = incl
-                    self.wire_len = _le32(buf, pos + 12) if little else _be32(buf, pos + 12)
+                    self.wire_len = _u32(buf, pos + 12, little)
                     self._pos = end
                     return True
                 pos = end
@@ -306,10 +309,15 @@ def _rest_of_record(buf: bytes, pos: i64, chunk: bytes, little: bool) -> i64:
         head += chunk[: 16 - len(head)]
         if len(head) < 16:
             return 0
-    incl = _le32(head, 8) if little else _be32(head, 8)
+    incl = _u32(head, 8, little)
     if incl > MAX_RECORD:
         return 0
     return 16 + incl - (len(buf) - pos)
+
+
+def _u32(b: bytes, i: i64, little: bool) -> i64:
+    """The 32-bit field at ``b[i]``, in the file's byte order."""
+    return _le32(b, i) if little else _be32(b, i)
 
 
 def _le32(b: bytes, i: i64) -> i64:

@@ -98,7 +98,7 @@ def analyze_captures(
         errors = _run_workers(args, settings, index, verdicts, registry)
     else:
         errors = _run_one(args, settings, index, verdicts, registry)
-    if args.metrics_out and registry is not None:
+    if registry is not None:  # there is one exactly when a metrics file was asked for
         from prometheus_client import write_to_textfile
 
         try:

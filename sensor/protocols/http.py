@@ -377,10 +377,10 @@ def _header_fields(lines: bytes | None) -> dict[bytes, bytes]:
             colon = i
         elif not _IS_TOKEN[c]:
             # Some line is not "name:value": a continuation line, or a malformed one.
-            return _folded_header_fields([_without_cr(line) for line in lines.split(b"\n")[1:]])
+            return _folded_header_fields(lines)
         i += 1
     if colon < 0:  # the last line has no ":" (or there is no line at all)
-        return _folded_header_fields([_without_cr(line) for line in lines.split(b"\n")[1:]])
+        return _folded_header_fields(lines)
     _keep_field(fields, lines, start, colon, n)
     return fields
 
@@ -407,11 +407,13 @@ def _keep_field(fields: dict[bytes, bytes], lines: bytes, start: i64, colon: i64
         fields[name] = b"%s,%s" % (fields[name], value)
 
 
-def _folded_header_fields(lines: list[bytes]) -> dict[bytes, bytes]:
-    """``_header_fields`` one line at a time, with obsolete line folding."""
+def _folded_header_fields(lines: bytes) -> dict[bytes, bytes]:
+    """``_header_fields`` one line at a time (``lines`` as it takes them), with obsolete line
+    folding."""
     fields: dict[bytes, bytes] = {}
     fold_into: bytes | None = None  # the kept field a continuation line extends
-    for index, line in enumerate(lines):  # bounded by the head size
+    for index, raw_line in enumerate(lines.split(b"\n")[1:]):  # bounded by the head size
+        line = _without_cr(raw_line)
         if line[:1] in _FOLD_STARTS:
             if index == 0:
                 raise ParseError("HTTP header continuation before any header")

@@ -95,20 +95,14 @@ class _FieldIndex:
         suffix = self.suffix
         for v in values:
             if exact:
-                hit = exact.get(v)
-                if hit is not None:
-                    found.extend(hit)
+                found.extend(exact.get(v, ()))
             if isinstance(v, str):
                 if suffix:
                     # The name, then what follows each of its dots: "a.b.com", "b.com", "com".
-                    hit = suffix.get(v)
-                    if hit is not None:
-                        found.extend(hit)
+                    found.extend(suffix.get(v, ()))
                     dot = v.find(".")
                     while dot >= 0:
-                        hit = suffix.get(v[dot + 1 :])
-                        if hit is not None:
-                            found.extend(hit)
+                        found.extend(suffix.get(v[dot + 1 :], ()))
                         dot = v.find(".", dot + 1)
                 if self.prefix:
                     for length, table in self.prefix.items():

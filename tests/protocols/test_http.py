@@ -586,7 +586,7 @@ def fields_by_rule(lines: bytes) -> dict[bytes, bytes]:
     the folding parser decides."""
     split = lines.split(b"\n")[1:]
     if not all(_FIELD_LINE.fullmatch(line) for line in split):
-        return http._folded_header_fields([http._without_cr(line) for line in split])
+        return http._folded_header_fields(lines)
     fields: dict[bytes, bytes] = {}
     for line in split:
         name, _, value = line.partition(b":")
